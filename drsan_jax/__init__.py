@@ -1,0 +1,1 @@
+"""drsan-jax: DRSAN lightweight single-image super-resolution in JAX/Flax."""
