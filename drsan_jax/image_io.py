@@ -1,0 +1,269 @@
+"""Reading and writing images: the one place eval, training and the upscale CLI touch files.
+
+`read_image` returns pixels as stored (8- or 16-bit, grey, RGB or RGBA) and turns every failure
+into an `ImageReadError` that names the file; `to_rgb_uint8` brings any of those to the HxWx3
+uint8 the model and the metrics expect; `write_image` stores 8- or 16-bit images.
+
+Decoding goes through imageio (Pillow, and imageio's bundled tifffile for TIFF). Pillow silently
+truncates 16-bit colour PNGs to 8 bits, so those are read and written by a small PNG codec here.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+
+IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
+
+_EXPECTED = (
+    "expected a PNG, BMP, JPEG or TIFF image with 8- or 16-bit unsigned samples "
+    "and 1 (grey), 3 (RGB) or 4 (RGBA) channels"
+)
+# Pillow modes that are not grey/RGB/RGBA samples; converting on decode keeps the contract
+# that callers only ever see grey, RGB or RGBA ("1" is bilevel, stored as bool).
+_PILLOW_CONVERSIONS = {"1": "L", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# PNG colour types (PNG spec, IHDR) -> samples per pixel, for those Pillow truncates at 16 bit.
+_PNG_COLOUR_CHANNELS = {2: 3, 4: 2, 6: 4}
+
+
+class ImageReadError(ValueError):
+    """An image file is missing, unreadable, or holds pixels this project cannot use."""
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Lists the image files directly inside a folder, sorted by name.
+
+    Args:
+      folder: the folder to scan (not recursive). Hidden files are skipped: copies made on macOS
+        carry `._name.png` metadata files that are not images.
+
+    Returns:
+      The paths of the files whose extension (any case) is in `IMAGE_EXTENSIONS`.
+
+    Raises:
+      FileNotFoundError: the folder does not exist or is not a folder.
+      ValueError: the folder holds no image files.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {folder} does not exist or is not a folder")
+    paths = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+    if not paths:
+        raise ValueError(f"image folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return paths
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Reads an image with its samples as stored.
+
+    Grey + alpha images come back as RGBA, and palette, bilevel and CMYK images are converted
+    to grey or RGB, so the channel count is always 1, 3 or 4.
+
+    Args:
+      path: the image file.
+
+    Returns:
+      An HxW (grey) or HxWxC array, C in {1, 3, 4}, of dtype uint8 or uint16.
+
+    Raises:
+      ImageReadError: the file is missing, cannot be decoded, or holds other sample types
+        (for example float or 32-bit TIFFs). The message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"cannot read image {path}: no such file")
+    try:
+        if _is_16bit_colour_png(path):
+            image = _read_png_16bit_colour(path)
+        else:
+            mode = iio.immeta(path).get("mode")
+            kwargs = {"mode": _PILLOW_CONVERSIONS[mode]} if mode in _PILLOW_CONVERSIONS else {}
+            image = iio.imread(path, index=0, **kwargs)
+    except Exception as e:  # noqa: BLE001 - Pillow/imageio raise OSError, ValueError, SyntaxError...
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ImageReadError(f"cannot read image {path}: {_EXPECTED} ({reason})") from None
+    if image.ndim == 3 and image.shape[2] == 2:
+        grey, alpha = image[..., :1], image[..., 1:]
+        image = np.concatenate([grey, grey, grey, alpha], axis=2)
+    problem = _layout_problem(image)
+    if problem:
+        raise ImageReadError(f"cannot use image {path}: {problem}; {_EXPECTED}")
+    return image
+
+
+def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """Converts an image from `read_image` to the 8-bit RGB the model and metrics use.
+
+    Args:
+      image: HxW or HxWxC (C in {1, 3, 4}) uint8 or uint16.
+
+    Returns:
+      HxWx3 uint8: grey repeated on three channels, alpha dropped (not composited), 16-bit
+      samples scaled to 8 bit with rounding (65535 -> 255).
+
+    Raises:
+      ValueError: another dtype or layout.
+    """
+    image = np.asarray(image)
+    problem = _layout_problem(image)
+    if problem:
+        raise ValueError(f"cannot convert image to RGB: {problem}")
+    if image.dtype == np.uint16:
+        # 65535 / 255 == 257 exactly, and x / 257 is never a .5 tie, so rint is unambiguous.
+        image = np.rint(image / 257.0).astype(np.uint8)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    return np.ascontiguousarray(image[..., :3])
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Writes an image, creating missing parent folders.
+
+    Args:
+      path: the destination; its extension picks the format (any of `IMAGE_EXTENSIONS`).
+        16-bit images need PNG or TIFF; images with alpha need PNG or TIFF. JPEGs are written at
+        quality 95, since the usual default of 75 visibly blurs super-resolved detail.
+      image: HxW or HxWxC (C in {1, 3, 4}) uint8 or uint16.
+
+    Raises:
+      ValueError: an unknown extension, or an image the format cannot hold.
+    """
+    path = Path(path)
+    image = np.asarray(image)
+    problem = _layout_problem(image)
+    if problem:
+        raise ValueError(f"cannot write image {path}: {problem}")
+    ext = path.suffix.lower()
+    if ext not in IMAGE_EXTENSIONS:
+        raise ValueError(
+            f"cannot write image {path}: unknown extension {path.suffix!r}; "
+            f"expected one of {', '.join(IMAGE_EXTENSIONS)}"
+        )
+    lossy_or_8bit = ext in (".bmp", ".jpg", ".jpeg")
+    if lossy_or_8bit and image.dtype == np.uint16:
+        raise ValueError(f"cannot write image {path}: 16-bit images can be stored as PNG or TIFF")
+    if lossy_or_8bit and image.ndim == 3 and image.shape[2] == 4:
+        # Pillow writes RGBA BMPs but reads them back without alpha; JPEG has no alpha at all.
+        raise ValueError(f"cannot write image {path}: images with alpha can be stored as PNG or TIFF")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if ext == ".png" and image.dtype == np.uint16 and image.ndim == 3:
+        _write_png_16bit_colour(path, image)
+    elif ext in (".jpg", ".jpeg"):
+        iio.imwrite(path, image, quality=95)
+    else:
+        iio.imwrite(path, image)
+
+
+def _layout_problem(image: np.ndarray) -> str | None:
+    """Says what is wrong with an array's dtype or shape as an image, or None if nothing."""
+    if image.dtype not in (np.uint8, np.uint16):
+        return f"its samples are {image.dtype}, expected uint8 or uint16"
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4)):
+        return None
+    return f"its shape is {image.shape}, expected HxW or HxWxC with C in 1, 3, 4"
+
+
+def _is_16bit_colour_png(path: Path) -> bool:
+    """Whether a file is a PNG whose IHDR announces 16-bit RGB, RGBA or grey + alpha."""
+    with open(path, "rb") as f:
+        head = f.read(29)
+    if len(head) < 29 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return False
+    bit_depth, colour_type = head[24], head[25]
+    return bit_depth == 16 and colour_type in _PNG_COLOUR_CHANNELS
+
+
+def _read_png_16bit_colour(path: Path) -> np.ndarray:
+    """Decodes a non-interlaced 16-bit colour PNG to HxWxC uint16 (C = 2, 3 or 4)."""
+    data = path.read_bytes()
+    pos, header, idat = len(_PNG_SIGNATURE), None, []
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        if zlib.crc32(kind + body) != crc:
+            raise ValueError(f"PNG chunk {kind!r} is corrupt (CRC mismatch)")
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    else:
+        raise ValueError("PNG ends before its IEND chunk (truncated file)")
+    width, height, _, colour_type, _, _, interlace = header
+    if interlace:
+        raise ValueError("interlaced 16-bit colour PNGs are not supported")
+    channels = _PNG_COLOUR_CHANNELS[colour_type]
+    bytes_per_pixel = 2 * channels
+    raw = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8)
+    if raw.size != height * (1 + width * bytes_per_pixel):
+        raise ValueError("PNG image data does not match the size in its header")
+    rows = raw.reshape(height, 1 + width * bytes_per_pixel)
+    filtered = rows[:, 1:].reshape(height, width, bytes_per_pixel)
+    pixels = _png_unfilter(rows[:, 0], filtered)
+    return pixels.view(">u2").reshape(height, width, channels).astype(np.uint16)
+
+
+def _png_unfilter(filter_types: np.ndarray, filtered: np.ndarray) -> np.ndarray:
+    """Undoes PNG's per-row filters (PNG spec section 9) for HxWxB bytes.
+
+    Every filter predicts a pixel from its left, upper and upper-left neighbours only, so all
+    pixels on one anti-diagonal (row + column constant) can be decoded together: H + W - 1
+    vectorised steps instead of H * W scalar ones.
+    """
+    if filter_types.max(initial=0) > 4:
+        raise ValueError(f"PNG uses unknown row filter {int(filter_types.max())}")
+    height, width, _ = filtered.shape
+    # Decoded pixels with a zero row above and a zero column to the left, as the spec assumes.
+    out = np.zeros((height + 1, width + 1, filtered.shape[2]), np.int32)
+    for diagonal in range(height + width - 1):
+        r = np.arange(max(0, diagonal - width + 1), min(height, diagonal + 1))
+        c = diagonal - r
+        left, up, up_left = out[r + 1, c], out[r, c + 1], out[r, c]
+        estimate = left + up - up_left
+        d_left, d_up, d_up_left = (np.abs(estimate - v) for v in (left, up, up_left))
+        paeth = np.where(
+            (d_left <= d_up) & (d_left <= d_up_left), left, np.where(d_up <= d_up_left, up, up_left)
+        )
+        predictions = np.stack([np.zeros_like(left), left, up, (left + up) // 2, paeth])
+        chosen = predictions[filter_types[r], np.arange(r.size)]
+        out[r + 1, c + 1] = (filtered[r, c] + chosen) & 0xFF
+    return out[1:, 1:].astype(np.uint8)
+
+
+def _write_png_16bit_colour(path: Path, image: np.ndarray) -> None:
+    """Encodes HxWxC uint16 (C = 3 or 4) as a 16-bit PNG, every row with the Sub filter."""
+    height, width, channels = image.shape
+    colour_type = {3: 2, 4: 6}[channels]
+    pixels = image.astype(">u2").view(np.uint8).reshape(height, width, 2 * channels)
+    # Sub (filter 1): each byte minus the same byte of the pixel to its left, modulo 256.
+    filtered = pixels.copy()
+    filtered[:, 1:] -= pixels[:, :-1]
+    rows = np.concatenate([np.ones((height, 1), np.uint8), filtered.reshape(height, -1)], axis=1)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    path.write_bytes(
+        _PNG_SIGNATURE
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+        + chunk(b"IEND", b"")
+    )

@@ -1,0 +1,182 @@
+"""Tests for drsan_jax.image_io: real images from the shared data, written and read back."""
+
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from PIL import Image
+
+from drsan_jax import image_io
+from drsan_jax.image_io import ImageReadError
+
+
+def _data_dir() -> Path:
+    """The shared data folder: $DRSAN_DATA_DIR, else ../shared/data next to the repository."""
+    default = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    path = Path(os.environ.get("DRSAN_DATA_DIR", default))
+    if not path.is_dir():
+        pytest.skip(f"shared data not found at {path} (set DRSAN_DATA_DIR)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def rgb() -> np.ndarray:
+    """A real 8-bit RGB photograph (cropped to keep the tests fast)."""
+    return iio.imread(_data_dir() / "benchmark" / "HR" / "Set5" / "butterfly.png")[:96, :80]
+
+
+@pytest.fixture(scope="module")
+def grey() -> np.ndarray:
+    """The one single-channel image of Set14."""
+    return iio.imread(_data_dir() / "benchmark" / "HR" / "Set14" / "bridge.png")[:64, :72]
+
+
+@pytest.mark.parametrize("ext", [".png", ".bmp", ".tif", ".PNG"])
+def test_lossless_formats_roundtrip_rgb_and_grey(tmp_path, rgb, grey, ext):
+    for name, image in (("rgb", rgb), ("grey", grey)):
+        path = tmp_path / f"{name}{ext}"
+        image_io.write_image(path, image)
+        back = image_io.read_image(path)
+        assert back.dtype == np.uint8
+        np.testing.assert_array_equal(back, image)
+
+
+def test_single_channel_axis_is_written_as_grey(tmp_path, grey):
+    image_io.write_image(tmp_path / "g.png", grey[..., None])
+    np.testing.assert_array_equal(image_io.read_image(tmp_path / "g.png"), grey)
+
+
+def test_jpeg_roundtrip_is_close(tmp_path, rgb):
+    path = tmp_path / "sub" / "dir" / "photo.jpg"  # parent folders are created
+    image_io.write_image(path, rgb)
+    back = image_io.read_image(path)
+    assert back.shape == rgb.shape and back.dtype == np.uint8
+    # Quality 95: a few levels of error on average, far less than the default quality 75.
+    assert np.abs(back.astype(float) - rgb).mean() < 3.0
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif"])
+def test_16bit_roundtrip_keeps_every_bit(tmp_path, rgb, grey, ext):
+    rng = np.random.default_rng(0)
+    for name, image8 in (("rgb", rgb), ("grey", grey)):
+        # Real content in the high byte, noise in the low byte: a truncation to 8 bits shows.
+        image = image8.astype(np.uint16) * 256 + rng.integers(0, 256, image8.shape, dtype=np.uint16)
+        path = tmp_path / f"{name}16{ext}"
+        image_io.write_image(path, image)
+        back = image_io.read_image(path)
+        assert back.dtype == np.uint16
+        np.testing.assert_array_equal(back, image)
+
+
+def test_16bit_rgba_png_roundtrip(tmp_path, rgb):
+    image = np.concatenate([rgb, rgb[..., :1]], axis=2).astype(np.uint16) * 257 + 3
+    image_io.write_image(tmp_path / "rgba16.png", image)
+    np.testing.assert_array_equal(image_io.read_image(tmp_path / "rgba16.png"), image)
+
+
+def test_rgba_png_roundtrip(tmp_path, rgb):
+    image = np.concatenate([rgb, 255 - rgb[..., 1:2]], axis=2)
+    image_io.write_image(tmp_path / "rgba.png", image)
+    back = image_io.read_image(tmp_path / "rgba.png")
+    np.testing.assert_array_equal(back, image)
+    np.testing.assert_array_equal(image_io.to_rgb_uint8(back), rgb)
+
+
+def test_palette_and_grey_alpha_pngs_come_back_as_rgb_and_rgba(tmp_path, rgb, grey):
+    Image.fromarray(rgb).convert("P").save(tmp_path / "palette.png")
+    palette = image_io.read_image(tmp_path / "palette.png")
+    assert palette.shape == rgb.shape and palette.dtype == np.uint8
+    Image.fromarray(np.stack([grey, 255 - grey], axis=2), "LA").save(tmp_path / "la.png")
+    la = image_io.read_image(tmp_path / "la.png")
+    np.testing.assert_array_equal(la, np.stack([grey, grey, grey, 255 - grey], axis=2))
+
+
+def test_png_unfilter_matches_pillow_on_a_real_adaptively_filtered_png():
+    # The 16-bit colour decoder's unfiltering is format independent; an 8-bit PNG from the
+    # shared data uses the Sub, Up, Average and Paeth filters, so it checks all of them.
+    path = _data_dir() / "benchmark" / "HR" / "Set14" / "comic.png"
+    data, pos, idat = path.read_bytes(), 8, []
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        if data[pos + 4 : pos + 8] == b"IDAT":
+            idat.append(data[pos + 8 : pos + 8 + length])
+        pos += 12 + length
+    expected = iio.imread(path)
+    height, width, channels = expected.shape
+    rows = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8).reshape(height, -1)
+    assert set(np.unique(rows[:, 0])) >= {1, 2, 3, 4}
+    decoded = image_io._png_unfilter(rows[:, 0], rows[:, 1:].reshape(height, width, channels))
+    np.testing.assert_array_equal(decoded, expected)
+
+
+def test_to_rgb_uint8_conversions(rgb, grey):
+    np.testing.assert_array_equal(image_io.to_rgb_uint8(grey), np.stack([grey] * 3, axis=2))
+    np.testing.assert_array_equal(image_io.to_rgb_uint8(grey[..., None]), np.stack([grey] * 3, axis=2))
+    np.testing.assert_array_equal(image_io.to_rgb_uint8(rgb), rgb)
+    # 16 bit -> 8 bit is round(x * 255 / 65535) = round(x / 257).
+    levels = np.array([[0, 128, 129, 257, 385, 386, 65535]], np.uint16)
+    np.testing.assert_array_equal(image_io.to_rgb_uint8(levels)[..., 0], [[0, 0, 1, 1, 1, 2, 255]])
+    with pytest.raises(ValueError, match="float32"):
+        image_io.to_rgb_uint8(np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(ValueError, match=r"\(4, 4, 2\)"):
+        image_io.to_rgb_uint8(np.zeros((4, 4, 2), np.uint8))
+
+
+def test_truncated_and_corrupt_files_raise_image_read_error(tmp_path, rgb):
+    good = tmp_path / "good.png"
+    image_io.write_image(good, rgb)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    garbage = tmp_path / "garbage.jpg"
+    garbage.write_bytes(b"not an image at all" * 20)
+    empty = tmp_path / "empty.bmp"
+    empty.write_bytes(b"")
+    image_io.write_image(tmp_path / "deep16.png", rgb.astype(np.uint16) * 257)
+    truncated16 = tmp_path / "truncated16.png"
+    truncated16.write_bytes((tmp_path / "deep16.png").read_bytes()[:-40])
+    for path in (truncated, garbage, empty, truncated16):
+        with pytest.raises(ImageReadError, match=path.name) as info:
+            image_io.read_image(path)
+        assert "expected a PNG, BMP, JPEG or TIFF" in str(info.value)
+        assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_missing_file_raises_image_read_error(tmp_path):
+    with pytest.raises(ImageReadError, match=r"nowhere\.png.*no such file"):
+        image_io.read_image(tmp_path / "nowhere.png")
+    assert issubclass(ImageReadError, ValueError)
+
+
+def test_float_image_is_rejected_naming_the_file(tmp_path):
+    Image.fromarray(np.full((5, 6), 0.5, np.float32), "F").save(tmp_path / "float.tif")
+    with pytest.raises(ImageReadError, match=r"float\.tif.*float32"):
+        image_io.read_image(tmp_path / "float.tif")
+
+
+def test_write_image_rejects_what_the_format_cannot_hold(tmp_path, rgb):
+    with pytest.raises(ValueError, match="PNG or TIFF"):
+        image_io.write_image(tmp_path / "a.jpg", rgb.astype(np.uint16))
+    with pytest.raises(ValueError, match="alpha"):
+        image_io.write_image(tmp_path / "a.bmp", np.concatenate([rgb, rgb[..., :1]], axis=2))
+    with pytest.raises(ValueError, match=r"'\.gif'"):
+        image_io.write_image(tmp_path / "a.gif", rgb)
+    with pytest.raises(ValueError, match="float64"):
+        image_io.write_image(tmp_path / "a.png", rgb / 255.0)
+
+
+def test_list_images(tmp_path, rgb):
+    for name in ("b.png", "a.JPG", "c.tiff", "d.bmp"):
+        image_io.write_image(tmp_path / name, rgb)
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "._b.png").write_bytes(b"macOS metadata")
+    (tmp_path / "sub.png").mkdir()
+    assert [p.name for p in image_io.list_images(tmp_path)] == ["a.JPG", "b.png", "c.tiff", "d.bmp"]
+    with pytest.raises(FileNotFoundError, match="missing_folder"):
+        image_io.list_images(tmp_path / "missing_folder")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty.*no images"):
+        image_io.list_images(tmp_path / "empty")
