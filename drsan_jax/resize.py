@@ -160,13 +160,16 @@ def imresize(
         out_length = (out_h, out_w)[dim]
         weights, indices = _contributions(image.shape[dim], out_length, scales[dim])
         moved = np.moveaxis(result, dim, 0)
+        lines = np.ascontiguousarray(moved).reshape(moved.shape[0], -1)  # (L_in, rest)
         # Tap by tap in index order, as MATLAB accumulates; a dense matmul would sum in another
-        # order and move results that land exactly on .5 to the other side.
-        acc = np.zeros((out_length,) + moved.shape[1:])
+        # order and move values that land on a .5 tie to the other side.
+        acc = np.zeros((out_length, lines.shape[1]))
+        tap_values = np.empty_like(acc)
         for tap in range(weights.shape[1]):
-            w = weights[:, tap].reshape((-1,) + (1,) * (moved.ndim - 1))
-            acc += w * moved[indices[:, tap]]
-        result = np.moveaxis(acc, 0, dim)
+            np.take(lines, indices[:, tap], axis=0, out=tap_values)
+            tap_values *= weights[:, tap, None]
+            acc += tap_values
+        result = np.moveaxis(acc.reshape((out_length,) + moved.shape[1:]), 0, dim)
     return _to_output_dtype(result, image.dtype, np)
 
 
