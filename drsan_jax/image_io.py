@@ -89,7 +89,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             mode = iio.immeta(path).get("mode")
             kwargs = {"mode": _PILLOW_CONVERSIONS[mode]} if mode in _PILLOW_CONVERSIONS else {}
             image = iio.imread(path, index=0, **kwargs)
-    except Exception as e:  # noqa: BLE001 - Pillow/imageio raise OSError, ValueError, SyntaxError...
+    except Exception as e:  # noqa: BLE001 - decoders raise OSError, ValueError, SyntaxError...
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ImageReadError(f"cannot read image {path}: {_EXPECTED} ({reason})") from None
     if image.ndim == 3 and image.shape[2] == 2:
@@ -156,7 +156,9 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
         raise ValueError(f"cannot write image {path}: 16-bit images can be stored as PNG or TIFF")
     if lossy_or_8bit and image.ndim == 3 and image.shape[2] == 4:
         # Pillow writes RGBA BMPs but reads them back without alpha; JPEG has no alpha at all.
-        raise ValueError(f"cannot write image {path}: images with alpha can be stored as PNG or TIFF")
+        raise ValueError(
+            f"cannot write image {path}: images with alpha can be stored as PNG or TIFF"
+        )
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -258,7 +260,8 @@ def _write_png_16bit_colour(path: Path, image: np.ndarray) -> None:
     rows = np.concatenate([np.ones((height, 1), np.uint8), filtered.reshape(height, -1)], axis=1)
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
 
     header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
     path.write_bytes(

@@ -115,7 +115,9 @@ def test_png_unfilter_matches_pillow_on_a_real_adaptively_filtered_png():
 
 def test_to_rgb_uint8_conversions(rgb, grey):
     np.testing.assert_array_equal(image_io.to_rgb_uint8(grey), np.stack([grey] * 3, axis=2))
-    np.testing.assert_array_equal(image_io.to_rgb_uint8(grey[..., None]), np.stack([grey] * 3, axis=2))
+    np.testing.assert_array_equal(
+        image_io.to_rgb_uint8(grey[..., None]), np.stack([grey] * 3, axis=2)
+    )
     np.testing.assert_array_equal(image_io.to_rgb_uint8(rgb), rgb)
     # 16 bit -> 8 bit is round(x * 255 / 65535) = round(x / 257).
     levels = np.array([[0, 128, 129, 257, 385, 386, 65535]], np.uint16)
