@@ -14,8 +14,9 @@ included. The algorithm (MATLAB's `imresize.m`, `contributions`):
   on a tie), everything in float64. Integer images are rounded (half away from zero) and
   clipped once at the end; float images are returned unclipped.
 
-`imresize` is the NumPy reference. `imresize_jax` applies the same weights as dense matrices
-with `jnp.einsum`, so it can run inside `jax.jit` (shapes and scale are static).
+`bicubic_downscale` makes SR training and test inputs; it matches the released Set5, Set14 and
+B100 LR images bit for bit. `imresize` is the NumPy reference; `imresize_jax` applies the same
+weights as dense matrices with `jnp.einsum`, so it runs inside `jax.jit` (shape, scale static).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# MATLAB computes the output length as ceil(scale * length); the tolerance keeps a product such
-# as 3 * (1 / 3) = 1.0000000000000002 from growing the output by a pixel.
+# The output length is ceil(scale * length); float rounding can push an exact product just past
+# an integer (1.1 * 50 == 55.00000000000001), which would add a pixel nobody asked for.
 _SIZE_TOLERANCE = 1e-9
 
 
@@ -123,6 +124,7 @@ def resize_matrices(
 
 
 def _check_image(image) -> None:
+    """Raises a ValueError unless the array is HxW or HxWxC."""
     if image.ndim not in (2, 3):
         raise ValueError(f"imresize expects an HxW or HxWxC image, got shape {image.shape}")
 

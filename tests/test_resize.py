@@ -144,6 +144,7 @@ def test_weight_matrices_reproduce_imresize(photo):
         ((9, 6), {"scale": 1 / 3}, (3, 2)),  # 9 * (1/3) must not become 4 by rounding
         ((5, 7, 1), {"scale": 3}, (15, 21, 1)),
         ((11, 13, 3), {"scale": 0.3}, (4, 4, 3)),
+        ((50, 25), {"scale": 1.1}, (55, 28)),  # 1.1 * 50 is 55.00000000000001 in float
         ((1, 1), {"scale": 4}, (4, 4)),
         ((7, 5, 3), {"output_shape": (3, 12)}, (3, 12, 3)),
     ],
