@@ -13,6 +13,12 @@ Analysis hooks cost nothing unless asked for: the DRA coefficients of every DRAG
     y, state = model.apply(variables, x, mutable=["intermediates", "attention"])
 
 returns them, and a plain `model.apply(variables, x)` drops them at trace time.
+
+Every module also takes an optional validity `mask` (1 on real pixels, 0 on padding). With it, a
+batch padded to a common size gives exactly the output of each image run alone: every convolution
+output is re-zeroed outside the image, so the next 'same' convolution sees the zeros it would see
+at the true border, and each DRM averages over the real pixels only. This is what lets evaluation
+compile one program per size bucket instead of one per image.
 """
 
 from __future__ import annotations
@@ -85,6 +91,18 @@ class PReLU(nn.Module):
         return jnp.where(x >= 0, x, alpha * x)
 
 
+def _masked(x: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Zeroes x outside the valid region (a no-op without a mask)."""
+    return x if mask is None else x * mask.astype(x.dtype)
+
+
+def upsample_mask(mask: jax.Array | None, s: int) -> jax.Array | None:
+    """Nearest-neighbour upsampling of a (B, H, W, 1) validity mask by s."""
+    if mask is None:
+        return None
+    return jnp.repeat(jnp.repeat(mask, s, axis=1), s, axis=2)
+
+
 def _conv(features: int, kernel: int, name: str, dtype: Dtype, param_dtype: Dtype) -> nn.Conv:
     """A stride-1 'same' convolution with bias, initialised like the authors' code."""
     return nn.Conv(
@@ -113,12 +131,17 @@ class DRM(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, f0: jax.Array) -> jax.Array:
+    def __call__(self, f0: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         h = _conv(self.hidden, 1, "conv_in", self.dtype, self.param_dtype)(f0)
         h = PReLU(self.param_dtype, name="prelu")(h)
         h = _conv(num_paths(self.num_blocks), 1, "conv_out", self.dtype, self.param_dtype)(h)
         # The global mean runs in float32 even under bfloat16 compute: it sums H*W values.
-        r = jnp.mean(h.astype(jnp.float32), axis=(1, 2))  # (B, M)
+        h = h.astype(jnp.float32)
+        if mask is None:
+            r = jnp.mean(h, axis=(1, 2))  # (B, M)
+        else:
+            valid = mask.astype(jnp.float32)
+            r = jnp.sum(h * valid, axis=(1, 2)) / jnp.sum(valid, axis=(1, 2))
         if self.activation == "tanh":
             r = jnp.tanh(r)
         elif self.activation == "sigmoid":
@@ -134,11 +157,11 @@ class ResidualBlock(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, f: jax.Array) -> jax.Array:
+    def __call__(self, f: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         t = PReLU(self.param_dtype, name="prelu1")(f)
-        t = _conv(self.features, 3, "conv1", self.dtype, self.param_dtype)(t)
+        t = _masked(_conv(self.features, 3, "conv1", self.dtype, self.param_dtype)(t), mask)
         t = PReLU(self.param_dtype, name="prelu2")(t)
-        return _conv(self.features, 3, "conv2", self.dtype, self.param_dtype)(t)
+        return _masked(_conv(self.features, 3, "conv2", self.dtype, self.param_dtype)(t), mask)
 
 
 def dynamic_residual(r_n: jax.Array, features: Sequence[jax.Array]) -> jax.Array:
@@ -168,15 +191,15 @@ class DRAG(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, f0: jax.Array) -> jax.Array:
+    def __call__(self, f0: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         if self.residual == "dynamic":
             r = DRM(self.num_blocks, self.drm_activation, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name="DRM")(f0)  # (B, M)
+                    param_dtype=self.param_dtype, name="DRM")(f0, mask)  # (B, M)
             self.sow("intermediates", "dra_coefficients", r)
         feats = [f0]
         for n in range(1, self.num_blocks + 1):
             t = ResidualBlock(self.features, self.dtype, self.param_dtype,
-                              name=f"block_{n}")(feats[-1])
+                              name=f"block_{n}")(feats[-1], mask)
             if self.residual == "dynamic":
                 start = path_index(n, 0)
                 d = dynamic_residual(r[:, start:start + n], feats)
@@ -195,7 +218,7 @@ class DRAG(nn.Module):
         if not self.use_fusion:
             return feats[-1]
         fused = jnp.concatenate(feats, axis=-1)  # (B, H, W, (N+1)c)
-        return _conv(self.features, 1, "fusion", self.dtype, self.param_dtype)(fused)
+        return _masked(_conv(self.features, 1, "fusion", self.dtype, self.param_dtype)(fused), mask)
 
 
 class Upsampler(nn.Module):
@@ -207,11 +230,12 @@ class Upsampler(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         stages = [2, 2] if self.scale == 4 else [self.scale]
         for i, s in enumerate(stages):
             x = _conv(self.features * s * s, 3, f"conv_{i}", self.dtype, self.param_dtype)(x)
-            x = depth_to_space(x, s)
+            x = depth_to_space(_masked(x, mask), s)
+            mask = upsample_mask(mask, s)
         return x
 
 
@@ -254,28 +278,34 @@ class DRSAN(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, lq: jax.Array) -> jax.Array:
+    def __call__(self, lq: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         """Super-resolves a batch.
 
         Args:
           lq: (B, H, W, 3) low-quality RGB in [0, 1].
+          mask: optional (B, H, W, 1) validity mask, 1 on each image's pixels and 0 on the
+            padding that brings the batch to a common size (see the module docstring).
 
         Returns:
-          (B, H*scale, W*scale, 3) float32 RGB, unclipped.
+          (B, H*scale, W*scale, 3) float32 RGB, unclipped; zero on the padding when masked.
         """
         if lq.ndim != 4 or lq.shape[-1] != 3:
             raise ValueError(f"DRSAN expects an NHWC RGB batch (B, H, W, 3), got shape {lq.shape}")
-        x = lq.astype(self.dtype)
-        x0 = _conv(self.features, 3, "head", self.dtype, self.param_dtype)(x)
+        if mask is not None and mask.shape != (*lq.shape[:3], 1):
+            raise ValueError(f"DRSAN mask must have shape {(*lq.shape[:3], 1)}, got {mask.shape}")
+        x = _masked(lq.astype(self.dtype), mask)
+        x0 = _masked(_conv(self.features, 3, "head", self.dtype, self.param_dtype)(x), mask)
         x = x0
         for k in range(self.num_groups):
             x = DRAG(self.features, self.num_blocks, self.drm_activation, self.use_rsa,
                      self.residual, self.use_fusion, self.dtype, self.param_dtype,
-                     name=f"DRAG_{k}")(x)
-        x = _conv(self.features, 3, "body_tail", self.dtype, self.param_dtype)(x) + x0
+                     name=f"DRAG_{k}")(x, mask)
+        x = _conv(self.features, 3, "body_tail", self.dtype, self.param_dtype)(x)
+        x = _masked(x, mask) + x0
         x = Upsampler(self.features, self.scale, self.dtype, self.param_dtype,
-                      name="upsampler")(x)
-        y = _conv(3, 3, "output", self.dtype, self.param_dtype)(x)
+                      name="upsampler")(x, mask)
+        y = _masked(_conv(3, 3, "output", self.dtype, self.param_dtype)(x),
+                    upsample_mask(mask, self.scale))
         return y.astype(jnp.float32)
 
 
@@ -373,4 +403,5 @@ __all__ = [
     "num_paths",
     "param_shapes",
     "path_index",
+    "upsample_mask",
 ]
