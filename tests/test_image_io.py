@@ -1,26 +1,16 @@
 """Tests for drsan_jax.image_io: real images from the shared data, written and read back."""
 
-import os
 import struct
 import zlib
-from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from conftest import shared_data_dir as _data_dir
 from PIL import Image
 
 from drsan_jax import image_io
 from drsan_jax.image_io import ImageReadError
-
-
-def _data_dir() -> Path:
-    """The shared data folder: $DRSAN_DATA_DIR, else ../shared/data next to the repository."""
-    default = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    path = Path(os.environ.get("DRSAN_DATA_DIR", default))
-    if not path.is_dir():
-        pytest.skip(f"shared data not found at {path} (set DRSAN_DATA_DIR)")
-    return path
 
 
 @pytest.fixture(scope="module")

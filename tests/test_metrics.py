@@ -1,12 +1,11 @@
 """Tests for drsan_jax.metrics: the bicubic baseline table, and cases computed by hand."""
 
 import math
-import os
-from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from conftest import shared_data_dir as _data_dir
 
 from drsan_jax import metrics
 from drsan_jax.resize import bicubic_upscale
@@ -27,15 +26,6 @@ BICUBIC_TABLE = {
         4: ((28.419, 0.8102), (25.993, 0.7024), (25.958, 0.6674)),
     },
 }
-
-
-def _data_dir() -> Path:
-    """The shared data folder: $DRSAN_DATA_DIR, else ../shared/data next to the repository."""
-    default = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    path = Path(os.environ.get("DRSAN_DATA_DIR", default))
-    if not path.is_dir():
-        pytest.skip(f"shared data not found at {path} (set DRSAN_DATA_DIR)")
-    return path
 
 
 @pytest.fixture(scope="module")

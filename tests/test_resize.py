@@ -1,26 +1,16 @@
 """Tests for drsan_jax.resize: golden comparison with the released MATLAB-bicubic LR images."""
 
 import functools
-import os
-from pathlib import Path
 
 import imageio.v3 as iio
 import jax
 import numpy as np
 import pytest
+from conftest import shared_data_dir as _data_dir
 
 from drsan_jax import resize
 
 DATASETS = ("Set5", "Set14", "B100")
-
-
-def _data_dir() -> Path:
-    """The shared data folder: $DRSAN_DATA_DIR, else ../shared/data next to the repository."""
-    default = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    path = Path(os.environ.get("DRSAN_DATA_DIR", default))
-    if not path.is_dir():
-        pytest.skip(f"shared data not found at {path} (set DRSAN_DATA_DIR)")
-    return path
 
 
 @functools.cache
