@@ -1,0 +1,287 @@
+"""Super-resolving images of any size with a bounded number of compiled programs.
+
+XLA compiles one program per input shape, and benchmark sets (let alone users' folders) hold
+dozens of image sizes. A `Predictor` pads each image at the bottom and right up to a bucket
+shape, whose sides come from the geometric set 16, 24, 32, 48, 64, 96, 128, ... (2^k and
+3 * 2^(k-1)), so a side grows by at most 1.5x and one octave of sizes shares two programs. The
+padding does not change the result: DRSAN takes a validity mask (see `drsan_jax.models`) that
+keeps every convolution's zero border and every DRM mean exactly as for the image alone, so the
+bucketed output equals plain whole-image inference up to float rounding. `exact_shapes=True`
+runs that plain inference (one program per shape, no mask) for anyone who wants to check.
+
+Images of one bucket can share a call (`batch_size`), capped by a pixel budget so that large
+images run one at a time. The geometric self-ensemble of EDSR ("+") is `self_ensemble=True`:
+the model sees the 8 flips and quarter turns of each image (`transform`), each output is mapped
+back (`inverse_transform`) and the 8 are averaged before any clipping.
+
+Convolutions run at float32 "highest" precision by default: on recent GPUs the default lets
+float32 convolutions drop to TF32 (about 3 decimal digits), enough to move 8-bit outputs and
+therefore reported PSNRs.
+
+    predictor = Predictor(model, params)
+    sr = to_uint8(predictor(lq))                   # one image, HxW[xC] uint8 or float in [0, 1]
+    for index, sr in predictor.predict_iter(images):   # many, grouped by bucket
+        ...
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from drsan_jax.image_io import to_rgb_uint8
+
+MIN_BUCKET = 16
+NUM_TRANSFORMS = 8
+# LR pixels of one padded batch: four 512x512 inputs, well within a GPU and a laptop's memory
+# for the published variants (a 32s at 512x512 needs about half a GiB of scratch).
+DEFAULT_MAX_BATCH_PIXELS = 4 * 512 * 512
+
+
+def bucket_size(length: int) -> int:
+    """The bucket a side of `length` pixels is padded to: the smallest of 16, 24, 32, 48, ...
+
+    Args:
+      length: a positive side length.
+
+    Returns:
+      The smallest 2^k or 3 * 2^(k-1) (at least `MIN_BUCKET`) that is >= length.
+    """
+    if length < 1:
+        raise ValueError(f"image sides must be at least 1 pixel, got {length}")
+    size = MIN_BUCKET
+    while True:
+        if length <= size:
+            return size
+        if length <= size * 3 // 2:
+            return size * 3 // 2
+        size *= 2
+
+
+def bucket_shape(height: int, width: int) -> tuple[int, int]:
+    """The padded (height, width) an image of this size is computed at."""
+    return bucket_size(height), bucket_size(width)
+
+
+def transform(image: np.ndarray, k: int) -> np.ndarray:
+    """The k-th of the 8 flips and quarter turns of an image (the self-ensemble's inputs).
+
+    Args:
+      image: (H, W, ...) array.
+      k: 0..7; k % 4 counter-clockwise quarter turns, then a left-right flip if k >= 4.
+        k = 0 is the identity; odd k % 4 swaps height and width.
+
+    Returns:
+      The transformed view.
+    """
+    _check_transform(k)
+    image = np.rot90(image, k % 4, axes=(0, 1))
+    return image[:, ::-1] if k >= 4 else image
+
+
+def inverse_transform(image: np.ndarray, k: int) -> np.ndarray:
+    """Undoes `transform(., k)`: inverse_transform(transform(x, k), k) is x, pixel for pixel."""
+    _check_transform(k)
+    if k >= 4:
+        image = image[:, ::-1]
+    return np.rot90(image, -(k % 4), axes=(0, 1))
+
+
+def _check_transform(k: int) -> None:
+    if k not in range(NUM_TRANSFORMS):
+        raise ValueError(f"transform index must be 0..{NUM_TRANSFORMS - 1}, got {k}")
+
+
+def to_model_input(image: np.ndarray) -> np.ndarray:
+    """Brings an image to the model's (H, W, 3) float32 RGB in [0, 1].
+
+    Args:
+      image: HxW or HxWxC (C in 1, 3, 4); uint8 / uint16 (scaled by their maximum) or float
+        already in [0, 1]. Grey is repeated on three channels, alpha dropped.
+
+    Returns:
+      (H, W, 3) float32.
+    """
+    image = np.asarray(image)
+    if np.issubdtype(image.dtype, np.integer):
+        return to_rgb_uint8(image).astype(np.float32) / np.float32(255)
+    if not np.issubdtype(image.dtype, np.floating):
+        raise ValueError(f"expected an integer or float image, got dtype {image.dtype}")
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an HxW or HxWxC image with C in 1, 3, 4; got {image.shape}")
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    return np.ascontiguousarray(image[..., :3], dtype=np.float32)
+
+
+def to_uint8(sr: np.ndarray) -> np.ndarray:
+    """Clips a float output to [0, 1] and rounds it to 8-bit levels (half away from zero).
+
+    This is the last step before scoring in every benchmark table.
+    """
+    return np.floor(np.clip(sr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "precision"))
+def _forward(
+    model: nn.Module, params: Any, lq: jax.Array, mask: jax.Array | None, precision: str | None
+) -> jax.Array:
+    """model.apply at a given convolution precision; one compiled program per model and shape."""
+    with jax.default_matmul_precision(precision):
+        return model.apply({"params": params}, lq, mask)
+
+
+def compiled_programs() -> int:
+    """How many programs the predictors of this process have compiled so far (all models)."""
+    return _forward._cache_size()
+
+
+class Predictor:
+    """Jitted, bucketed, masked inference of a DRSAN on images of any size.
+
+    Attributes:
+      model: the DRSAN module (anything with a `scale` attribute and
+        `apply({"params": p}, lq, mask)` with the DRSAN semantics).
+      params: its parameters.
+      scale: the model's upscaling factor.
+      self_ensemble: average the outputs of the 8 flips and quarter turns.
+      exact_shapes: run each image alone at its own shape, with no padding or mask.
+      batch_size: most images of one bucket per call (1 in exact_shapes mode).
+      max_batch_pixels: most LR pixels (padded) per call; larger buckets get smaller batches.
+      precision: `jax.default_matmul_precision` for the convolutions ("highest", or None for
+        the backend's default).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        params: Any,
+        *,
+        self_ensemble: bool = False,
+        exact_shapes: bool = False,
+        batch_size: int = 1,
+        max_batch_pixels: int = DEFAULT_MAX_BATCH_PIXELS,
+        precision: str | None = "highest",
+    ):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not isinstance(max_batch_pixels, int) or max_batch_pixels < 1:
+            raise ValueError(f"max_batch_pixels must be a positive integer, got {max_batch_pixels!r}")
+        self.model = model
+        # Once on the device, not at every call (arrays already placed or sharded stay as they are).
+        self.params = jax.device_put(params)
+        self.scale = int(model.scale)
+        self.self_ensemble = self_ensemble
+        self.exact_shapes = exact_shapes
+        self.batch_size = batch_size
+        self.max_batch_pixels = max_batch_pixels
+        self.precision = precision
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """Super-resolves one image; see `predict_iter` for the input and output."""
+        ((_, sr),) = self.predict_iter([image])
+        return sr
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Super-resolves images; returns the `predict_iter` outputs in input order."""
+        results = dict(self.predict_iter(images))
+        return [results[i] for i in range(len(images))]
+
+    def predict_iter(self, images: Sequence[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
+        """Super-resolves images, yielding each as soon as it is done.
+
+        Images are grouped by bucket, so they come out in an order that differs from the input;
+        only one group of `batch_size` images is held at a time.
+
+        Args:
+          images: HxW or HxWxC images (see `to_model_input`): uint8 / uint16, or float in [0, 1].
+
+        Yields:
+          (index into `images`, SR) with SR the (H*scale, W*scale, 3) float32 output, unclipped;
+          `to_uint8` turns it into the image that benchmarks score.
+        """
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            height, width = np.shape(image)[:2]
+            groups.setdefault(self._compute_shape(height, width), []).append(i)
+        for shape, indices in groups.items():
+            per_call = self._batch_for(shape)
+            for start in range(0, len(indices), per_call):
+                chunk = indices[start : start + per_call]
+                yield from self._predict_chunk(images, chunk)
+
+    def _compute_shape(self, height: int, width: int) -> tuple[int, int]:
+        """The shape an input of this size is computed at."""
+        return (height, width) if self.exact_shapes else bucket_shape(height, width)
+
+    def _batch_for(self, shape: tuple[int, int]) -> int:
+        """Images per call at a computed shape: the batch size, capped by the pixel budget."""
+        if self.exact_shapes:
+            return 1
+        return max(1, min(self.batch_size, self.max_batch_pixels // (shape[0] * shape[1])))
+
+    def _predict_chunk(
+        self, images: Sequence[np.ndarray], indices: list[int]
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Runs up to one batch of images (times 8 transforms with the self-ensemble)."""
+        transforms = range(NUM_TRANSFORMS) if self.self_ensemble else range(1)
+        by_shape: dict[tuple[int, int], list[tuple[int, int, np.ndarray]]] = {}
+        for i in indices:
+            lq = to_model_input(images[i])
+            for k in transforms:
+                x = transform(lq, k)
+                by_shape.setdefault(self._compute_shape(*x.shape[:2]), []).append((i, k, x))
+        # Dispatch every call before reading any result back, so transfers overlap compute.
+        pending = []
+        for shape, items in by_shape.items():
+            per_call = self._batch_for(shape)
+            for start in range(0, len(items), per_call):
+                batch = items[start : start + per_call]
+                pending.append((batch, self._dispatch(shape, [x for _, _, x in batch], per_call)))
+        sums: dict[int, np.ndarray] = {}
+        for batch, output in pending:
+            output = np.asarray(output)  # (n, H_c*s, W_c*s, 3)
+            for j, (i, k, x) in enumerate(batch):
+                sr = inverse_transform(
+                    output[j, : x.shape[0] * self.scale, : x.shape[1] * self.scale], k
+                )
+                sums[i] = sr if i not in sums else sums[i] + sr
+        for i in indices:
+            yield i, np.ascontiguousarray(sums.pop(i) / np.float32(len(transforms)))
+
+    def _dispatch(self, shape: tuple[int, int], inputs: list[np.ndarray], size: int) -> jax.Array:
+        """Starts one call on `inputs` (each (h, w, 3)) padded into a (size, *shape, 3) batch."""
+        if self.exact_shapes:
+            (x,) = inputs
+            return _forward(self.model, self.params, x[None], None, self.precision)
+        lq = np.zeros((size, *shape, 3), np.float32)
+        mask = np.zeros((size, *shape, 1), np.float32)
+        for j, x in enumerate(inputs):
+            lq[j, : x.shape[0], : x.shape[1]] = x
+            mask[j, : x.shape[0], : x.shape[1]] = 1.0
+        # Unused slots of a partial batch are computed and dropped; a full mask keeps their
+        # DRM means (a division by the valid area) finite.
+        mask[len(inputs) :] = 1.0
+        return _forward(self.model, self.params, lq, mask, self.precision)
+
+
+__all__ = [
+    "DEFAULT_MAX_BATCH_PIXELS",
+    "MIN_BUCKET",
+    "NUM_TRANSFORMS",
+    "Predictor",
+    "bucket_shape",
+    "bucket_size",
+    "compiled_programs",
+    "inverse_transform",
+    "to_model_input",
+    "to_uint8",
+    "transform",
+]

@@ -1,0 +1,164 @@
+"""Tests for drsan_jax.inference: buckets, transforms, and bucketed == plain inference."""
+
+import chex
+import flax.linen as nn
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from drsan_jax import inference, metrics
+from drsan_jax.image_io import read_image
+from drsan_jax.inference import Predictor, to_uint8
+from drsan_jax.models import DRSAN, init_params
+
+
+def tiny(scale):
+    """The tiny DRSAN every evaluation test uses (equal instances share compiled programs)."""
+    return DRSAN(scale=scale, features=8, num_blocks=2, num_groups=1)
+
+
+def random_params(model, seed=0):
+    """Parameters with every bias and PReLU slope random too, so every parameter matters."""
+    flat, unravel = jax.flatten_util.ravel_pytree(init_params(model, jax.random.key(seed)))
+    return unravel(flat + 0.1 * jax.random.normal(jax.random.key(seed + 1), flat.shape))
+
+
+class NearestUpsampler(nn.Module):
+    """Pixel replication: commutes with every flip and quarter turn, unlike DRSAN."""
+
+    scale: int
+
+    def __call__(self, lq, mask=None):
+        return jnp.repeat(jnp.repeat(lq, self.scale, axis=1), self.scale, axis=2)
+
+
+@pytest.fixture(scope="module")
+def x4_images(benchmark_dir):
+    """Real LR inputs: Set5 at x4 (64 to 88 px, odd sides) and Set14's grey bridge."""
+    folder = benchmark_dir / "x4"
+    paths = sorted((folder / "Set5").glob("*.png")) + [folder / "Set14" / "bridge.png"]
+    return [read_image(p) for p in paths]
+
+
+def test_bucket_sizes():
+    expected = {1: 16, 16: 16, 17: 24, 24: 24, 25: 32, 33: 48, 49: 64, 65: 96, 97: 128,
+                129: 192, 320: 384, 481: 512, 1000: 1024, 1025: 1536}
+    assert {n: inference.bucket_size(n) for n in expected} == expected
+    sizes = [inference.bucket_size(n) for n in range(1, 3000)]
+    assert sizes == sorted(sizes)
+    assert max(s / n for n, s in zip(range(16, 3000), sizes[15:])) <= 1.5
+    assert inference.bucket_shape(69, 88) == (96, 96)
+    with pytest.raises(ValueError, match="at least 1 pixel"):
+        inference.bucket_size(0)
+
+
+def test_transforms_are_the_eight_distinct_symmetries_and_invert_exactly():
+    x = np.arange(2 * 3 * 2).reshape(2, 3, 2)
+    seen = set()
+    for k in range(inference.NUM_TRANSFORMS):
+        t = inference.transform(x, k)
+        assert t.shape == ((3, 2, 2) if k % 2 else (2, 3, 2))
+        np.testing.assert_array_equal(inference.inverse_transform(t, k), x)
+        np.testing.assert_array_equal(inference.transform(inference.inverse_transform(x, k), k), x)
+        seen.add(t.tobytes())
+    assert len(seen) == 8
+    np.testing.assert_array_equal(inference.transform(x, 0), x)
+    np.testing.assert_array_equal(inference.transform(x, 4), x[:, ::-1])
+    with pytest.raises(ValueError, match="0..7"):
+        inference.transform(x, 8)
+
+
+def test_to_uint8_clips_and_rounds_half_up():
+    sr = np.array([-0.2, 0.0, 0.4 / 255, 0.6 / 255, 127.5 / 255, 254.49 / 255, 1.0, 1.3])
+    np.testing.assert_array_equal(to_uint8(sr), [0, 0, 0, 1, 128, 254, 255, 255])
+    assert to_uint8(sr).dtype == np.uint8
+
+
+def test_inputs_of_any_layout_and_dtype(x4_images):
+    predictor = Predictor(NearestUpsampler(2), {})
+    grey = x4_images[-1][:21, :34]  # (21, 34) uint8
+    rgb = np.stack([grey] * 3, axis=2)
+    expected = np.repeat(np.repeat(rgb, 2, axis=0), 2, axis=1)
+    for image in (grey, grey[..., None], rgb, np.concatenate([rgb, rgb[..., :1]], axis=2),
+                  grey.astype(np.uint16) * 257, grey / 255.0, (rgb / 255.0).astype(np.float32)):
+        sr = predictor(image)
+        chex.assert_shape(sr, (42, 68, 3))
+        chex.assert_type(sr, np.float32)
+        np.testing.assert_array_equal(to_uint8(sr), expected)
+    with pytest.raises(ValueError, match=r"\(4, 4, 2\)"):
+        predictor(np.zeros((4, 4, 2), np.float32))
+
+
+def test_self_ensemble_of_an_equivariant_model_is_the_model(x4_images):
+    lq = x4_images[4][:19, :30]  # not square: transposed inputs take other buckets
+    plain = Predictor(NearestUpsampler(3), {})(lq)
+    for exact_shapes in (False, True):
+        ensemble = Predictor(NearestUpsampler(3), {}, self_ensemble=True,
+                             exact_shapes=exact_shapes)(lq)
+        np.testing.assert_allclose(ensemble, plain, atol=1e-7)
+
+
+def test_self_ensemble_averages_the_mapped_back_outputs(x4_images):
+    model = tiny(4)
+    params = random_params(model)
+    lq = x4_images[2][:20, :30]
+    ensemble = Predictor(model, params, self_ensemble=True)(lq)
+    chex.assert_shape(ensemble, (80, 120, 3))
+    x = lq.astype(np.float32) / 255
+    apply = jax.jit(model.apply)
+    outputs = [inference.inverse_transform(
+        np.asarray(apply({"params": params}, inference.transform(x, k)[None]))[0], k)
+        for k in range(8)]
+    np.testing.assert_allclose(ensemble, np.mean(outputs, axis=0), atol=2e-5)
+    assert np.abs(ensemble - outputs[0]).max() > 1e-3  # DRSAN is not equivariant: not vacuous
+
+
+def test_bucketed_equals_plain_whole_image_inference(x4_images, benchmark_dir):
+    model = tiny(4)
+    params = random_params(model)
+    before = inference.compiled_programs()
+    bucketed = Predictor(model, params).predict(x4_images)
+    buckets = {inference.bucket_shape(*x.shape[:2]) for x in x4_images}
+    assert inference.compiled_programs() - before <= len(buckets) < len(x4_images)
+    exact = Predictor(model, params, exact_shapes=True).predict(x4_images)
+    hr_paths = sorted((benchmark_dir / "HR" / "Set5").glob("*.png"))
+    hr_paths.append(benchmark_dir / "HR" / "Set14" / "bridge.png")
+    for lq, a, b, hr_path in zip(x4_images, bucketed, exact, hr_paths):
+        chex.assert_shape(a, (lq.shape[0] * 4, lq.shape[1] * 4, 3))
+        np.testing.assert_allclose(a, b, atol=2e-5)
+        # The outputs of random weights are far from HR; what matters is that both agree.
+        hr = read_image(hr_path)
+        psnr_a, _ = metrics.evaluate_pair(to_uint8(a), hr, 4)
+        psnr_b, _ = metrics.evaluate_pair(to_uint8(b), hr, 4)
+        assert abs(psnr_a - psnr_b) < 1e-3
+    # A second pass over the same sizes compiles nothing.
+    before = inference.compiled_programs()
+    Predictor(model, params).predict(x4_images[:3])
+    assert inference.compiled_programs() == before
+
+
+def test_batches_equal_one_image_at_a_time(x4_images):
+    model = tiny(4)
+    params = random_params(model)
+    # Three images of one bucket (24x32): a batch of 2 and a partial batch with a spare slot.
+    crops = [x4_images[0][:20, :30], x4_images[1][:17, :25], x4_images[3][:24, :32]]
+    one = Predictor(model, params).predict(crops)
+    batched = Predictor(model, params, batch_size=2).predict(crops)
+    for a, b in zip(one, batched):
+        np.testing.assert_allclose(a, b, atol=2e-5)
+    # A pixel budget of two 24x32 inputs caps batch_size 8 at 2: the program of batch 2 again.
+    before = inference.compiled_programs()
+    capped = Predictor(model, params, batch_size=8, max_batch_pixels=2 * 24 * 32)
+    np.testing.assert_allclose(capped.predict(crops + crops[:1])[3], one[0], atol=2e-5)
+    assert inference.compiled_programs() == before
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"batch_size": 0}, "batch_size"),
+    ({"max_batch_pixels": 0.5}, "max_batch_pixels"),
+])
+def test_invalid_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Predictor(NearestUpsampler(2), {}, **kwargs)
