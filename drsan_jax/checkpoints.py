@@ -1,0 +1,360 @@
+"""Orbax checkpoints: saving and resuming training, and loading any checkpoint for inference.
+
+A training workdir holds `checkpoints/<step>/`, one Orbax composite checkpoint per saved step:
+
+    params/      the model parameters (Orbax's standard PyTree format)
+    opt_state/   the Adam state (training checkpoints only)
+    meta/        JSON: {"format", "step", "model": the model configuration (enough to rebuild
+                 the network without any config file), "config": the training config,
+                 "data": the patch sampler's state, "extra": anything else}
+    metrics/     written by Orbax when the step was validated: {"psnr", "ssim", "datasets"}
+
+Orbax writes each step under a temporary name and renames it when complete, so a run killed at
+any moment, even during a save, leaves the previous steps intact; the partial one is ignored and
+removed when the workdir is opened again.
+`save_params_for_inference` writes one such step folder with `params/` and `meta/` only; it is
+what `load_for_inference` reads, from a step folder or from a workdir.
+
+The model configuration is a JSON dict with the DRSAN constructor's fields:
+{"variant", "scale", "features", "num_blocks", "num_groups", "drm_activation", "use_rsa",
+"residual", "use_fusion", "dtype"}; `variant` is None when the sizes are not a published
+variant's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
+from orbax.checkpoint import checkpoint_managers
+
+from drsan_jax.models import DRSAN, VARIANTS, param_shapes
+
+CHECKPOINTS_SUBDIR = "checkpoints"
+FORMAT = "drsan-jax checkpoint 1"
+MODEL_FIELDS = ("variant", "scale", "features", "num_blocks", "num_groups", "drm_activation",
+                "use_rsa", "residual", "use_fusion", "dtype")
+DTYPES = ("float32", "bfloat16")
+_ITEMS = ("params", "opt_state", "meta")
+_EXPECTED = ("expected a training workdir (holding checkpoints/<step>/), its checkpoints/ "
+             "folder, or one step folder holding params/ and meta/")
+
+
+def normalize_model_config(model_config: dict[str, Any]) -> dict[str, Any]:
+    """Completes a model configuration: sizes from the variant, defaults for the rest.
+
+    Args:
+      model_config: at least "scale" and either "variant" or all of "features", "num_blocks",
+        "num_groups" (sizes given next to a variant override it). Other keys of
+        `MODEL_FIELDS` are optional; None means the published default.
+
+    Returns:
+      A dict with every key of `MODEL_FIELDS`, JSON-serialisable.
+
+    Raises:
+      ValueError: unknown keys, an unknown variant or dtype, or missing sizes.
+    """
+    unknown = sorted(set(model_config) - set(MODEL_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown model configuration key(s) {unknown}; expected {MODEL_FIELDS}")
+    config = {k: v for k, v in model_config.items() if v is not None}
+    variant = config.get("variant")
+    if variant is not None:
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown DRSAN variant {variant!r}; expected one of {list(VARIANTS)}")
+        for name, size in zip(("features", "num_blocks", "num_groups"), VARIANTS[variant]):
+            config.setdefault(name, size)
+    missing = [k for k in ("scale", "features", "num_blocks", "num_groups") if k not in config]
+    if missing:
+        raise ValueError(f"model configuration {model_config} lacks {missing} (and no variant)")
+    defaults = {f.name: f.default for f in dataclasses.fields(DRSAN)}
+    full = {"variant": variant}
+    for name in MODEL_FIELDS[1:]:
+        full[name] = config.get(name, defaults.get(name))
+    sizes = (full["features"], full["num_blocks"], full["num_groups"])
+    if variant is not None and VARIANTS[variant] != sizes:
+        full["variant"] = None  # a custom size is no longer the published variant
+    full["dtype"] = jnp.dtype(full["dtype"]).name
+    if full["dtype"] not in DTYPES:
+        raise ValueError(f"model dtype must be one of {DTYPES}, got {full['dtype']!r}")
+    for name in ("scale", "features", "num_blocks", "num_groups"):
+        full[name] = int(full[name])
+    for name in ("use_rsa", "use_fusion"):
+        full[name] = bool(full[name])
+    return full
+
+
+def build_model_from_config(model_config: dict[str, Any]) -> DRSAN:
+    """The DRSAN a (possibly partial, see `normalize_model_config`) model configuration names."""
+    config = normalize_model_config(model_config)
+    kwargs = {k: v for k, v in config.items() if k != "variant"}
+    kwargs["dtype"] = jnp.dtype(kwargs["dtype"])
+    return DRSAN(**kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceModel:
+    """A network ready to run: `model.apply({"params": params}, lq)`.
+
+    Attributes:
+      model: the DRSAN, rebuilt from the checkpoint's model configuration.
+      params: its parameters, on the first local device.
+      scale: the upscaling factor.
+      variant: the published variant name, or None for a custom size.
+      step: the training step of the checkpoint (None if it was saved without one).
+      config: the model configuration (see the module docstring).
+      path: the step folder that was loaded.
+      training_config: the training config of the run, for checkpoints written by training.
+      extra: what `save_params_for_inference` was given as `extra`.
+    """
+
+    model: DRSAN
+    params: Any
+    scale: int
+    variant: str | None
+    step: int | None
+    config: dict
+    path: str
+    training_config: dict | None = None
+    extra: dict | None = None
+
+
+def _psnr(metrics: dict[str, Any]) -> float:
+    return float(metrics["psnr"])
+
+
+class TrainingCheckpoints:
+    """The checkpoints of one training workdir: the latest few plus the best validated ones."""
+
+    def __init__(self, workdir: str | os.PathLike, keep: int = 3, keep_best: int = 1):
+        """Opens (creating if needed) `workdir/checkpoints` and removes unfinished saves.
+
+        Args:
+          workdir: the training workdir.
+          keep: how many of the latest checkpoints to keep.
+          keep_best: how many of the checkpoints with the highest validation PSNR to keep
+            besides them.
+        """
+        self.directory = Path(workdir).absolute() / CHECKPOINTS_SUBDIR
+        _remove_unfinished_saves(self.directory)
+        policy = checkpoint_managers.AnyPreservationPolicy([
+            checkpoint_managers.LatestN(n=keep),
+            checkpoint_managers.BestN(get_metric_fn=_psnr, reverse=False, n=keep_best,
+                                      keep_checkpoints_without_metrics=False),
+        ])
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=policy,
+            best_fn=_psnr,  # also what makes Orbax store the metrics with each step
+            best_mode="max",
+            # Training goes on while the arrays (already copied to host) are written.
+            enable_async_checkpointing=True,
+        )
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
+
+    def latest_step(self) -> int | None:
+        """The newest complete checkpoint's step, or None."""
+        return self.manager.latest_step()
+
+    def best_step(self) -> int | None:
+        """The validated checkpoint with the highest PSNR, or None."""
+        return self.manager.best_step()
+
+    def save(self, step: int, params: Any, opt_state: Any, meta: dict[str, Any],
+             metrics: dict[str, Any] | None = None) -> None:
+        """Starts saving a step in the background (the device arrays are copied first).
+
+        Args:
+          step: the number of training steps done.
+          params: the parameter tree.
+          opt_state: the optimizer state.
+          meta: JSON-serialisable metadata (see the module docstring).
+          metrics: validation results, {"psnr": ...} at least, if this step was validated.
+        """
+        self.manager.save(step, args=ocp.args.Composite(
+            params=ocp.args.StandardSave(params),
+            opt_state=ocp.args.StandardSave(opt_state),
+            meta=ocp.args.JsonSave(meta),
+        ), metrics=metrics, force=True)
+
+    def restore(self, step: int, abstract_params: Any, abstract_opt_state: Any
+                ) -> tuple[Any, Any, dict[str, Any]]:
+        """Reads a step back with the shardings of the abstract trees.
+
+        Args:
+          step: the step to restore.
+          abstract_params: `jax.ShapeDtypeStruct`s (with shardings) of the parameters.
+          abstract_opt_state: the same for the optimizer state.
+
+        Returns:
+          (params, opt_state, meta).
+        """
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(abstract_params),
+            opt_state=ocp.args.StandardRestore(abstract_opt_state),
+            meta=ocp.args.JsonRestore(),
+        ))
+        return restored.params, restored.opt_state, restored.meta
+
+    def restore_meta(self, step: int) -> dict[str, Any]:
+        """Reads only the JSON metadata of a step."""
+        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
+    def wait(self) -> None:
+        """Blocks until the background saves are on disk."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Finishes the background saves and releases the manager."""
+        self.manager.close()
+
+
+def _remove_unfinished_saves(directory: Path) -> None:
+    """Deletes the temporary folders of saves that a stopped run left unfinished.
+
+    Orbax's own `cleanup_tmp_directories` runs in a background thread that its saves do not
+    wait for, so a save soon after opening could race with it; this runs to the end first.
+    """
+    if jax.process_index() == 0 and directory.is_dir():
+        for path in directory.iterdir():
+            if ocp.path.step.TMP_DIR_SUFFIX in path.name:
+                logging.warning("removing %s, left by a run stopped during a save", path)
+                shutil.rmtree(path)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("drsan_jax.checkpoints: unfinished saves removed")
+
+
+def save_params_for_inference(
+    path: str | os.PathLike,
+    model_config: dict[str, Any],
+    params: Any,
+    step: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Writes a checkpoint that `load_for_inference` reads, without any training state.
+
+    It is one step folder of the training layout with `params/` and `meta/` only.
+
+    Args:
+      path: the folder to create; it must not exist yet.
+      model_config: the model configuration (partial is fine: see `normalize_model_config`).
+      params: the parameter tree of that model.
+      step: the training step the parameters come from, if any.
+      extra: JSON-serialisable notes (e.g. where the weights were converted from).
+
+    Returns:
+      The absolute path written.
+    """
+    path = Path(path).absolute()
+    if path.exists():
+        raise FileExistsError(f"cannot save the checkpoint to {path}: it already exists")
+    meta = {"format": FORMAT, "step": step, "model": normalize_model_config(model_config),
+            "extra": extra or {}}
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+        checkpointer.save(path, args=ocp.args.Composite(
+            params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)))
+    return path
+
+
+def find_step_dir(path: str | os.PathLike, which: str = "latest") -> Path:
+    """Resolves a workdir, a checkpoints folder or a step folder to one step folder.
+
+    Args:
+      path: a training workdir, its `checkpoints/` folder, or a step folder.
+      which: for a workdir or checkpoints folder, "latest" (the highest step) or "best" (the
+        highest validation PSNR among validated steps). Ignored for a step folder.
+
+    Returns:
+      The step folder.
+
+    Raises:
+      FileNotFoundError: the path does not exist or holds no complete checkpoint.
+      ValueError: an unknown `which`, or "best" when no checkpoint was validated.
+    """
+    if which not in ("latest", "best"):
+        raise ValueError(f"which must be 'latest' or 'best', got {which!r}")
+    path = Path(path).absolute()
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint path {path} does not exist; {_EXPECTED}")
+    if _is_step_dir(path):
+        return path
+    root = path / CHECKPOINTS_SUBDIR if (path / CHECKPOINTS_SUBDIR).is_dir() else path
+    steps = sorted(
+        int(p.name) for p in root.iterdir()
+        if p.is_dir() and p.name.isdigit() and _is_step_dir(p)
+    ) if root.is_dir() else []
+    if not steps:
+        raise FileNotFoundError(f"{path} holds no complete checkpoint; {_EXPECTED}")
+    if which == "latest":
+        return root / str(steps[-1])
+    best = _best_step(root)
+    if best is None:
+        raise ValueError(f"no checkpoint in {root} was validated, so none is 'best'; "
+                         f"use which='latest' (steps: {steps})")
+    return root / str(best)
+
+
+def _best_step(root: Path) -> int | None:
+    """The step with the highest saved validation PSNR under a checkpoints folder, or None."""
+    options = ocp.CheckpointManagerOptions(read_only=True, best_fn=_psnr, best_mode="max",
+                                           create=False)
+    with ocp.CheckpointManager(root, options=options) as manager:
+        return manager.best_step()
+
+
+def _is_step_dir(path: Path) -> bool:
+    """A complete (renamed after writing) step folder with parameters and metadata."""
+    return ((path / "params").is_dir() and (path / "meta").is_dir()
+            and ocp.path.step.is_path_finalized(path))
+
+
+def load_for_inference(path: str | os.PathLike, which: str = "latest") -> InferenceModel:
+    """Loads a checkpoint written by training or by `save_params_for_inference`.
+
+    Args:
+      path: a training workdir (`--workdir` of train.py), its `checkpoints/` folder, or one
+        step folder.
+      which: for a workdir, "latest" (default: the most trained) or "best" (the highest
+        validation PSNR, see `find_step_dir`).
+
+    Returns:
+      The rebuilt model and its parameters, on the first local device.
+    """
+    step_dir = find_step_dir(path, which)
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+        meta = checkpointer.restore(
+            step_dir, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        if not isinstance(meta, dict) or "model" not in meta:
+            raise ValueError(f"{step_dir}/meta is not drsan-jax checkpoint metadata")
+        model = build_model_from_config(meta["model"])
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        abstract = jax.tree.map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), param_shapes(model))
+        params = checkpointer.restore(
+            step_dir, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract))).params
+    config = normalize_model_config(meta["model"])
+    step = meta.get("step")
+    return InferenceModel(
+        model=model, params=params, scale=config["scale"], variant=config["variant"],
+        step=None if step is None else int(step), config=config, path=str(step_dir),
+        training_config=meta.get("config"), extra=meta.get("extra"))
+
+
+__all__ = [
+    "CHECKPOINTS_SUBDIR",
+    "InferenceModel",
+    "MODEL_FIELDS",
+    "TrainingCheckpoints",
+    "build_model_from_config",
+    "find_step_dir",
+    "load_for_inference",
+    "normalize_model_config",
+    "save_params_for_inference",
+]
