@@ -173,7 +173,8 @@ class Predictor:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not isinstance(max_batch_pixels, int) or max_batch_pixels < 1:
-            raise ValueError(f"max_batch_pixels must be a positive integer, got {max_batch_pixels!r}")
+            raise ValueError(
+                f"max_batch_pixels must be a positive integer, got {max_batch_pixels!r}")
         self.model = model
         # Once on the device, not at every call (arrays already placed or sharded stay as they are).
         self.params = jax.device_put(params)

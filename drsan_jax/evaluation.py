@@ -1,0 +1,535 @@
+"""Benchmark evaluation: PSNR / SSIM that mean exactly what the published SR tables mean.
+
+A benchmark folder holds `HR/<name>/` (ground truth) and `x<s>/<name>/` (the MATLAB-bicubic LR
+images at scale s); LR files pair with HR files by name (`baby.png` or `babyx2.png` for
+`baby.png`). When `x<s>/<name>/` is missing, the LR images are made from HR with the project's
+MATLAB-compatible `bicubic_downscale`, which reproduces the released LR files bit for bit.
+
+Each image is super-resolved (by a model through `inference.Predictor`, or by MATLAB-bicubic
+upscaling, the first row of every table), clipped and rounded to 8 bits, and scored by
+`metrics.evaluate_pair` under one of the two protocols (`metrics.PROTOCOLS`): Y channel of
+BT.601, `scale` pixels removed from every border, HR cropped to the SR size. A dataset's score
+is the mean over its images.
+
+Grey ground truth: under "drsan" a model's RGB output is scored as it is (grey HR counts as three
+equal channels). Under "matlab", where grey images are scored on their grey levels, the RGB
+output is first reduced to grey with the same BT.601 luma, (Y - 16) * 255 / 219 rounded to
+8 bits, as if it had been saved as a grey image like its ground truth; comparing its Y with raw
+grey levels would mix two scales.
+
+`evaluate` is cheap to call again (training validates with it): compiled programs are shared
+through `inference`, and decoded images are kept in a memory-bounded cache keyed by each file's
+path, size and modification time, so a changed file is read again.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import flax
+import jax
+import jaxlib
+import numpy as np
+from tqdm import tqdm
+
+import drsan_jax
+from drsan_jax import checkpoints, inference, metrics
+from drsan_jax.image_io import list_images, read_image, to_rgb_uint8, write_image
+from drsan_jax.models import VARIANTS
+from drsan_jax.resize import bicubic_downscale, bicubic_upscale
+
+METHODS = ("model", "bicubic")
+BENCHMARK_DIR_ENV = "DRSAN_BENCHMARK_DIR"
+# The order of the published tables; other datasets follow alphabetically.
+TABLE_ORDER = ("Set5", "Set14", "B100", "BSD100", "Urban100", "Manga109", "DIV2K")
+# Decoded images kept between calls; the standard benchmarks at one scale need well under this.
+CACHE_BYTES = 1 << 30
+
+
+class EvaluationError(ValueError):
+    """A problem with the benchmark data or the evaluation request, described for the user."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImagePair:
+    """One ground-truth image and its low-quality input.
+
+    Attributes:
+      stem: the HR file name without extension; the key of the per-image results.
+      gt_path: the HR image.
+      lq_path: the LR image, or None when it is made from HR by `bicubic_downscale`.
+    """
+
+    stem: str
+    gt_path: Path
+    lq_path: Path | None
+
+
+def default_data_dir(repo_root: str | os.PathLike) -> Path:
+    """The benchmark folder to use when none is given.
+
+    Args:
+      repo_root: the checkout, beside which `shared/data/benchmark` may sit.
+
+    Returns:
+      $DRSAN_BENCHMARK_DIR if set, else `<repo_root>/../shared/data/benchmark` if it exists.
+
+    Raises:
+      EvaluationError: neither exists.
+    """
+    if os.environ.get(BENCHMARK_DIR_ENV):
+        path = Path(os.environ[BENCHMARK_DIR_ENV])
+        if not path.is_dir():
+            raise EvaluationError(f"${BENCHMARK_DIR_ENV} is {path}, which is not a folder")
+        return path
+    path = Path(repo_root).resolve().parent / "shared" / "data" / "benchmark"
+    if not path.is_dir():
+        raise EvaluationError(
+            f"no benchmark folder given and none found at {path}: pass --data_dir DIR (a folder "
+            f"holding HR/<name>/ and x<scale>/<name>/) or set ${BENCHMARK_DIR_ENV}"
+        )
+    return path
+
+
+def find_datasets(data_dir: str | os.PathLike) -> list[str]:
+    """The dataset names under `data_dir/HR`, in the order of the published tables."""
+    hr_root = Path(data_dir) / "HR"
+    if not hr_root.is_dir():
+        raise EvaluationError(
+            f"{data_dir} is not a benchmark folder: it has no HR/ subfolder (expected "
+            f"HR/<name>/ and x<scale>/<name>/, e.g. HR/Set5/ and x2/Set5/)"
+        )
+    names = [p.name for p in hr_root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    rank = {name: i for i, name in enumerate(TABLE_ORDER)}
+    return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
+
+
+def pair_images(data_dir: str | os.PathLike, name: str, scale: int) -> list[ImagePair]:
+    """Pairs the HR images of a dataset with their LR partners at `scale`.
+
+    Args:
+      data_dir: the benchmark folder.
+      name: the dataset, a folder under `data_dir/HR`.
+      scale: the SR factor; LR images come from `data_dir/x<scale>/<name>`, or are made from HR
+        when that folder does not exist.
+
+    Returns:
+      The pairs, sorted by HR file name.
+
+    Raises:
+      EvaluationError: the dataset is not there (the message lists those that are), or an
+        image has no partner.
+    """
+    found = find_datasets(data_dir)
+    if name not in found:
+        raise EvaluationError(
+            f"dataset {name!r} not found in {Path(data_dir) / 'HR'}; found: "
+            f"{', '.join(found) or 'nothing'}"
+        )
+    hr_dir = Path(data_dir) / "HR" / name
+    lq_dir = Path(data_dir) / f"x{scale}" / name
+    gt_paths = _by_stem(list_images(hr_dir))
+    if not lq_dir.is_dir():
+        return [ImagePair(stem, path, None) for stem, path in gt_paths.items()]
+    lq_paths = _by_stem(list_images(lq_dir))
+    pairs, used, missing_lq = [], set(), []
+    for stem, gt_path in gt_paths.items():
+        partner = next((s for s in (stem, f"{stem}x{scale}") if s in lq_paths), None)
+        if partner is None:
+            missing_lq.append(gt_path.name)
+        else:
+            pairs.append(ImagePair(stem, gt_path, lq_paths[partner]))
+            used.add(partner)
+    if missing_lq:
+        raise EvaluationError(
+            f"{lq_dir} has no LR partner for {_some(missing_lq)} of {hr_dir} (an LR image pairs "
+            f"with HR <stem>.<ext> when it is named <stem> or <stem>x{scale})"
+        )
+    missing_gt = [path.name for stem, path in lq_paths.items() if stem not in used]
+    if missing_gt:
+        raise EvaluationError(f"{hr_dir} has no HR partner for {_some(missing_gt)} of {lq_dir}")
+    return pairs
+
+
+def _by_stem(paths: list[Path]) -> dict[str, Path]:
+    """Image paths by file stem; two files with one stem (baby.png, baby.bmp) are an error."""
+    stems: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in stems:
+            raise EvaluationError(f"{stems[path.stem]} and {path} have the same name; keep one")
+        stems[path.stem] = path
+    return stems
+
+
+def _some(names: list[str], limit: int = 5) -> str:
+    """'a.png, b.png' or 'a.png, ... (12 images)': a short list for an error message."""
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown}, ... ({len(names)} images)"
+
+
+class _ImageCache:
+    """Decoded images, least recently used dropped first once they exceed `max_bytes`."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._items: collections.OrderedDict[tuple, np.ndarray] = collections.OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: tuple, load: Callable[[], np.ndarray]) -> np.ndarray:
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        value = load()
+        value.setflags(write=False)  # shared between calls: nobody may change it
+        self._items[key] = value
+        self._bytes += value.nbytes
+        while self._bytes > self.max_bytes and len(self._items) > 1:
+            _, dropped = self._items.popitem(last=False)
+            self._bytes -= dropped.nbytes
+        return value
+
+
+_CACHE = _ImageCache(CACHE_BYTES)
+
+
+def _file_key(path: Path) -> tuple:
+    """Identifies a file's current contents: path, size and modification time."""
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def _read_scored(path: Path) -> np.ndarray:
+    """An image as scored: uint8, HxW if stored grey, else HxWx3 (16-bit scaled, alpha dropped)."""
+    return _CACHE.get(("image", *_file_key(path)), lambda: _scored_layout(read_image(path)))
+
+
+def _scored_layout(image: np.ndarray) -> np.ndarray:
+    rgb = to_rgb_uint8(image)
+    return rgb[..., 0].copy() if image.ndim == 2 or image.shape[2] == 1 else rgb
+
+
+def load_pair(pair: ImagePair, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """Reads (lq, gt) of a pair as uint8 (HxW grey or HxWx3), both read-only and cached.
+
+    Raises:
+      ImageReadError: a file cannot be read (the message names it).
+      EvaluationError: the LR size is not the HR size divided by `scale` (rounded down).
+    """
+    gt = _read_scored(pair.gt_path)
+    if pair.lq_path is None:
+        lq = _CACHE.get(("x", scale, *_file_key(pair.gt_path)),
+                        lambda: bicubic_downscale(gt, scale))
+        return lq, gt
+    lq = _read_scored(pair.lq_path)
+    expected = (gt.shape[0] // scale, gt.shape[1] // scale)
+    if lq.shape[:2] != expected:
+        raise EvaluationError(
+            f"{pair.lq_path} is {lq.shape[1]}x{lq.shape[0]} but its HR image {pair.gt_path} is "
+            f"{gt.shape[1]}x{gt.shape[0]}, whose x{scale} LR is {expected[1]}x{expected[0]}: "
+            f"is this the x{scale} folder?"
+        )
+    return lq, gt
+
+
+def evaluate(
+    model: Any,
+    params: Any,
+    data_dir: str | os.PathLike,
+    datasets: Sequence[str] | str | None,
+    scale: int,
+    protocol: str = "drsan",
+    *,
+    method: str = "model",
+    self_ensemble: bool = False,
+    exact_shapes: bool = False,
+    save_images: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Super-resolves benchmark datasets and scores them as the published tables do.
+
+    Args:
+      model: the DRSAN (None for method="bicubic").
+      params: its parameters (None for method="bicubic").
+      data_dir: the benchmark folder, with HR/<name>/ and x<scale>/<name>/.
+      datasets: names under data_dir/HR (a list or "Set5,Set14"); None for all of them.
+      scale: the SR factor; must be the model's.
+      protocol: "drsan" or "matlab" (see `drsan_jax.metrics`).
+      method: "model", or "bicubic" for MATLAB-bicubic upscaling of the LR images.
+      self_ensemble: average the model's outputs over the 8 flips and quarter turns.
+      exact_shapes: plain whole-image inference, one compiled program per image size, instead
+        of size buckets (the results agree; this is the reference to check them against).
+      save_images: a folder to write the SR images to, as <folder>/x<scale>/<dataset>/<stem>.png.
+      progress: show a progress bar per dataset on stderr.
+
+    Returns:
+      {"datasets": {name: {"psnr", "ssim", "num_images", "images": {stem: {"psnr", "ssim"}}}},
+       "protocol", "scale", "method", "model", "self_ensemble", "exact_shapes", "checkpoint",
+       "step", "data_dir", "versions"}; "model" describes the network (None for bicubic) and
+      "checkpoint" / "step" are None here (`evaluate_and_report` fills them from a checkpoint).
+
+    Raises:
+      EvaluationError: a bad request, a missing dataset or partner image (all checked before
+        any image is super-resolved), an LR image of the wrong size or an image too small to
+        score.
+      ImageReadError: an image cannot be read.
+    """
+    if protocol not in metrics.PROTOCOLS:
+        raise EvaluationError(f"unknown protocol {protocol!r}; expected one of {metrics.PROTOCOLS}")
+    if method not in METHODS:
+        raise EvaluationError(f"unknown method {method!r}; expected one of {METHODS}")
+    if not isinstance(scale, (int, np.integer)) or scale < 2:
+        raise EvaluationError(f"scale must be an integer of at least 2, got {scale!r}")
+    if method == "model":
+        if model is None or params is None:
+            raise EvaluationError("method 'model' needs a model and its parameters")
+        if model.scale != scale:
+            raise EvaluationError(
+                f"scale {scale} disagrees with the model, which is x{model.scale}")
+    elif self_ensemble or exact_shapes:
+        raise EvaluationError("self_ensemble and exact_shapes apply to method 'model' only")
+    data_dir = Path(data_dir)
+    if isinstance(datasets, str):
+        datasets = [d.strip() for d in datasets.split(",") if d.strip()]
+    if datasets is None:
+        datasets = find_datasets(data_dir)
+    if not datasets:
+        found = ", ".join(find_datasets(data_dir))
+        raise EvaluationError(f"no datasets to evaluate (found: {found})")
+    # Every dataset is checked before the first image is computed.
+    pairs = {name: pair_images(data_dir, name, scale) for name in datasets}
+
+    predictor = None
+    if method == "model":
+        predictor = inference.Predictor(model, params, self_ensemble=self_ensemble,
+                                        exact_shapes=exact_shapes)
+    results = {}
+    for name, dataset in pairs.items():
+        results[name] = _evaluate_dataset(name, dataset, scale, protocol, predictor,
+                                          save_images, progress)
+    return {
+        "datasets": results,
+        "protocol": protocol,
+        "scale": int(scale),
+        "method": method,
+        "model": describe_model(model) if method == "model" else None,
+        "self_ensemble": self_ensemble,
+        "exact_shapes": exact_shapes,
+        "checkpoint": None,
+        "step": None,
+        "data_dir": str(data_dir.resolve()),
+        "versions": software_versions(),
+    }
+
+
+def _evaluate_dataset(
+    name: str,
+    pairs: list[ImagePair],
+    scale: int,
+    protocol: str,
+    predictor: inference.Predictor | None,
+    save_images: str | os.PathLike | None,
+    progress: bool,
+) -> dict[str, Any]:
+    """Scores one dataset; `predictor` None means bicubic upscaling."""
+    loaded = [load_pair(pair, scale) for pair in pairs]
+    if predictor is None:
+        outputs = ((i, bicubic_upscale(lq, scale)) for i, (lq, _) in enumerate(loaded))
+    else:
+        outputs = ((i, inference.to_uint8(sr))
+                   for i, sr in predictor.predict_iter([lq for lq, _ in loaded]))
+    scores = {}
+    with tqdm(total=len(pairs), desc=f"{name} x{scale}", unit="image", file=sys.stderr,
+              disable=not progress, leave=False) as bar:
+        for i, sr in outputs:
+            pair, gt = pairs[i], loaded[i][1]
+            if save_images is not None:
+                write_image(Path(save_images) / f"x{scale}" / name / f"{pair.stem}.png", sr)
+            try:
+                psnr, ssim = metrics.evaluate_pair(_as_scored(sr, gt, protocol), gt, scale,
+                                                   protocol)
+            except ValueError as e:
+                raise EvaluationError(f"cannot score {pair.gt_path}: {e}") from e
+            scores[pair.stem] = {"psnr": psnr, "ssim": ssim}
+            bar.update()
+    images = {pair.stem: scores[pair.stem] for pair in pairs}  # file order, not bucket order
+    return {
+        "psnr": float(np.mean([s["psnr"] for s in images.values()])),
+        "ssim": float(np.mean([s["ssim"] for s in images.values()])),
+        "num_images": len(images),
+        "images": images,
+    }
+
+
+def _as_scored(sr: np.ndarray, gt: np.ndarray, protocol: str) -> np.ndarray:
+    """Gives the SR image the ground truth's channel layout (see the module docstring)."""
+    if gt.ndim == 2 and sr.ndim == 3 and protocol == "matlab":
+        luma = (metrics.rgb_to_y(sr, round_to_uint8=False) - 16.0) * (255.0 / 219.0)
+        return np.clip(np.floor(luma + 0.5), 0, 255).astype(np.uint8)
+    if gt.ndim == 3 and sr.ndim == 2:
+        return np.repeat(sr[..., None], 3, axis=2)
+    return sr
+
+
+def describe_model(model: Any) -> dict[str, Any]:
+    """The model's constructor fields (JSON-safe), with "variant" when the sizes are published."""
+    fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
+              if f.name not in ("parent", "name")}
+    described = {k: v if isinstance(v, (bool, int, float, str, type(None))) else
+                 getattr(v, "__name__", str(v)) for k, v in fields.items()}
+    sizes = tuple(fields.get(k) for k in ("features", "num_blocks", "num_groups"))
+    variant = next((name for name, v in VARIANTS.items() if v == sizes), None)
+    return {"variant": variant, **described}
+
+
+def software_versions() -> dict[str, str]:
+    """The versions that produced a result: Python, drsan-jax, JAX, jaxlib, Flax, NumPy."""
+    return {
+        "python": platform.python_version(),
+        "drsan_jax": drsan_jax.__version__,
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "flax": flax.__version__,
+        "numpy": np.__version__,
+        "backend": jax.default_backend(),
+    }
+
+
+def format_table(results: dict[str, Any], per_image: bool = False) -> str:
+    """The results of `evaluate` as a text table: mean PSNR / SSIM per dataset.
+
+    Args:
+      results: what `evaluate` returns.
+      per_image: list every image's scores under its dataset first.
+
+    Returns:
+      A header naming what was evaluated and how, then one row per dataset.
+    """
+    scale, protocol = results["scale"], results["protocol"]
+    lines = [f"{_method_name(results)} x{scale}, protocol {protocol}: PSNR (dB) / SSIM on Y "
+             f"(BT.601), {scale}-pixel border removed"]
+    if per_image:
+        for name, dataset in results["datasets"].items():
+            lines.append(f"{name:<24}{'PSNR':>10}{'SSIM':>9}")
+            lines.extend(f"  {stem:<22}{s['psnr']:>10.3f}{s['ssim']:>9.4f}"
+                         for stem, s in dataset["images"].items())
+    lines.append(f"{'dataset':<16}{'images':>8}{'PSNR':>10}{'SSIM':>9}")
+    lines.extend(f"{name:<16}{d['num_images']:>8}{d['psnr']:>10.3f}{d['ssim']:>9.4f}"
+                 for name, d in results["datasets"].items())
+    return "\n".join(lines)
+
+
+def _method_name(results: dict[str, Any]) -> str:
+    """'bicubic', or 'DRSAN 32s (step 1000) + self-ensemble' and the like."""
+    if results["method"] == "bicubic":
+        return "bicubic"
+    model = results["model"] or {}
+    name = f"DRSAN {model['variant']}" if model.get("variant") else (
+        f"DRSAN c{model.get('features')} N{model.get('num_blocks')} K{model.get('num_groups')}")
+    if results.get("step") is not None:
+        name += f" (step {results['step']})"
+    if results.get("self_ensemble"):
+        name += " + self-ensemble"
+    return name
+
+
+def write_json(results: dict[str, Any], path: str | os.PathLike) -> None:
+    """Writes the results of `evaluate` as indented JSON, creating missing folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def evaluate_and_report(
+    *,
+    ckpt: str | os.PathLike | None = None,
+    method: str = "model",
+    datasets: Sequence[str] | str | None = None,
+    scale: int | None = None,
+    data_dir: str | os.PathLike | None = None,
+    repo_root: str | os.PathLike = ".",
+    protocol: str = "drsan",
+    per_image: bool = False,
+    output_json: str | os.PathLike | None = None,
+    save_images: str | os.PathLike | None = None,
+    self_ensemble: bool = False,
+    exact_shapes: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """What `python eval.py` does: load, evaluate, print the table, write the JSON.
+
+    Args:
+      ckpt: the checkpoint (`checkpoints.load_for_inference`); required for method "model".
+      method: "model" or "bicubic".
+      datasets: dataset names; None for every dataset under data_dir/HR.
+      scale: the SR factor. With a checkpoint it is optional and must agree with it;
+        "bicubic" needs it.
+      data_dir: the benchmark folder; None for `default_data_dir(repo_root)`.
+      repo_root: the checkout (where eval.py lives), to find the default benchmark folder.
+      protocol, self_ensemble, exact_shapes, save_images, progress: as in `evaluate`.
+      per_image: print every image's scores too.
+      output_json: write the results there (see `write_json`).
+
+    Returns:
+      The results of `evaluate`, with "checkpoint", "step" and the variant from the checkpoint.
+    """
+    if method == "model" and ckpt is None:
+        raise EvaluationError("--ckpt is required to evaluate a model (or use --method bicubic)")
+    if method == "bicubic":
+        if ckpt is not None:
+            raise EvaluationError("--ckpt is not used with --method bicubic; drop one of them")
+        if scale is None:
+            raise EvaluationError("--method bicubic needs --scale")
+    data_dir = Path(data_dir) if data_dir is not None else default_data_dir(repo_root)
+    if not data_dir.is_dir():
+        raise EvaluationError(f"--data_dir {data_dir} is not a folder")
+    loaded = None
+    if method == "model":
+        loaded = checkpoints.load_for_inference(ckpt)
+        if scale is not None and scale != loaded.scale:
+            raise EvaluationError(
+                f"--scale {scale} disagrees with the checkpoint {loaded.path}, which is a "
+                f"x{loaded.scale} model; drop --scale or pass a x{scale} checkpoint"
+            )
+        scale = loaded.scale
+    start = time.perf_counter()
+    results = evaluate(
+        loaded.model if loaded else None, loaded.params if loaded else None, data_dir, datasets,
+        scale, protocol, method=method, self_ensemble=self_ensemble, exact_shapes=exact_shapes,
+        save_images=save_images, progress=progress)
+    if loaded is not None:
+        results["checkpoint"] = loaded.path
+        results["step"] = loaded.step
+        results["model"]["variant"] = loaded.variant
+    print(format_table(results, per_image))
+    print(f"evaluated in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    if output_json is not None:
+        write_json(results, output_json)
+    return results
+
+
+__all__ = [
+    "BENCHMARK_DIR_ENV",
+    "CACHE_BYTES",
+    "EvaluationError",
+    "ImagePair",
+    "METHODS",
+    "default_data_dir",
+    "describe_model",
+    "evaluate",
+    "evaluate_and_report",
+    "find_datasets",
+    "format_table",
+    "load_pair",
+    "pair_images",
+    "software_versions",
+    "write_json",
+]

@@ -1,0 +1,53 @@
+"""Scores DRSAN (or bicubic) on the SR benchmarks, as the published tables do.
+
+    python eval.py --ckpt runs/drsan48s_x2 --datasets Set5,Set14,B100,Urban100
+    python eval.py --method bicubic --scale 4 --datasets Set5,Set14,B100 --output_json b.json
+
+Kept short on purpose: it parses flags and calls `drsan_jax.evaluation.evaluate_and_report`,
+which documents the data layout, the protocols and the JSON it writes.
+"""
+
+import sys
+from pathlib import Path
+
+from absl import app, flags
+
+from drsan_jax import evaluation, image_io, metrics
+
+flags.DEFINE_string("ckpt", None, "Checkpoint: a training workdir, its checkpoints/ folder, or "
+                    "one step folder. Sets the model, its variant and scale.")
+flags.DEFINE_enum("method", "model", evaluation.METHODS,
+                  "'model' (the checkpoint) or 'bicubic' (MATLAB-bicubic upscaling).")
+flags.DEFINE_list("datasets", None, "Comma-separated dataset names under <data_dir>/HR "
+                  "(default: all of them).")
+flags.DEFINE_integer("scale", None, "SR factor; taken from the checkpoint (and must agree with "
+                     "it if given). Required with --method bicubic.")
+flags.DEFINE_string("data_dir", None, "Benchmark folder with HR/<name>/ and x<scale>/<name>/ "
+                    f"(default: ${evaluation.BENCHMARK_DIR_ENV}, else ../shared/data/benchmark).")
+flags.DEFINE_enum("protocol", "drsan", metrics.PROTOCOLS,
+                  "Scoring protocol (see drsan_jax/metrics.py).")
+flags.DEFINE_bool("per_image", False, "Also print every image's PSNR / SSIM.")
+flags.DEFINE_string("output_json", None, "Write the results to this JSON file.")
+flags.DEFINE_string("save_images", None, "Write the SR images to DIR/x<scale>/<dataset>/.")
+flags.DEFINE_bool("self_ensemble", False, "Average the 8 flips and quarter turns (EDSR '+').")
+flags.DEFINE_bool("exact_shapes", False, "Plain whole-image inference, one compilation per image "
+                  "size, to check the size-bucketed default against.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        evaluation.evaluate_and_report(
+            ckpt=FLAGS.ckpt, method=FLAGS.method, datasets=FLAGS.datasets, scale=FLAGS.scale,
+            data_dir=FLAGS.data_dir, repo_root=Path(__file__).resolve().parent,
+            protocol=FLAGS.protocol, per_image=FLAGS.per_image, output_json=FLAGS.output_json,
+            save_images=FLAGS.save_images, self_ensemble=FLAGS.self_ensemble,
+            exact_shapes=FLAGS.exact_shapes)
+    except (evaluation.EvaluationError, image_io.ImageReadError, FileNotFoundError) as e:
+        sys.exit(f"eval.py: error: {e}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,131 @@
+"""Tests for eval.py: the published bicubic table, checkpoints, and errors a user can read."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_inference import random_params, tiny
+
+from drsan_jax import checkpoints
+
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = ("Set5", "Set14", "B100")
+
+# Mean (PSNR, SSIM) of MATLAB-bicubic upscaling of the released LR images, per dataset, measured
+# with an independent implementation; the bicubic rows published in SR papers sit within 0.02 dB
+# of "matlab".
+BICUBIC_TABLE = {
+    "drsan": {
+        2: ((33.682, 0.9305), (30.330, 0.8700), (29.565, 0.8436)),
+        3: ((30.405, 0.8690), (27.634, 0.7760), (27.211, 0.7392)),
+        4: ((28.431, 0.8113), (26.092, 0.7050), (25.963, 0.6682)),
+    },
+    "matlab": {
+        2: ((33.649, 0.9295), (30.224, 0.8685), (29.552, 0.8428)),
+        3: ((30.386, 0.8679), (27.533, 0.7738), (27.204, 0.7383)),
+        4: ((28.419, 0.8102), (25.993, 0.7024), (25.958, 0.6674)),
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def eval_cli():
+    """eval.py, imported once (absl flags can be defined only once per process)."""
+    spec = importlib.util.spec_from_file_location("eval_cli", REPO / "eval.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def run(eval_cli):
+    """Runs `python eval.py ARGS...` in this process; returns what main returns."""
+
+    def run(*args):
+        eval_cli.FLAGS.unparse_flags()
+        return eval_cli.main(eval_cli.FLAGS(["eval.py", *args]))
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def ckpt_x2(tmp_path_factory):
+    """A tiny x2 model saved as a checkpoint at step 123."""
+    model = tiny(2)
+    path = tmp_path_factory.mktemp("ckpt") / "123"
+    config = {"scale": 2, "features": 8, "num_blocks": 2, "num_groups": 1}
+    return checkpoints.save_params_for_inference(path, config, random_params(model), step=123)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_bicubic_reproduces_the_reference_table(run, benchmark_dir, tmp_path, scale):
+    for protocol in BICUBIC_TABLE:
+        out = tmp_path / f"{protocol}.json"
+        run("--method=bicubic", f"--scale={scale}", f"--protocol={protocol}",
+            f"--datasets={','.join(DATASETS)}", f"--data_dir={benchmark_dir}",
+            f"--output_json={out}")
+        results = json.loads(out.read_text())
+        assert (results["protocol"], results["scale"], results["method"]) == (
+            protocol, scale, "bicubic")
+        for name, (psnr, ssim) in zip(DATASETS, BICUBIC_TABLE[protocol][scale]):
+            got = results["datasets"][name]
+            where = f"x{scale} {name} {protocol}"
+            assert got["psnr"] == pytest.approx(psnr, abs=0.002), where
+            assert got["ssim"] == pytest.approx(ssim, abs=0.0002), where
+        assert results["datasets"]["B100"]["num_images"] == 100
+
+
+def test_checkpoint_per_image_and_exact_shapes(run, benchmark_dir, ckpt_x2, tmp_path, capsys):
+    run(f"--ckpt={ckpt_x2}", "--datasets=Set5", f"--data_dir={benchmark_dir}", "--per_image",
+        f"--output_json={tmp_path / 'bucketed.json'}")
+    table = capsys.readouterr().out
+    assert "step 123" in table and "butterfly" in table and "Set5" in table
+    bucketed = json.loads((tmp_path / "bucketed.json").read_text())
+    assert bucketed["step"] == 123 and bucketed["scale"] == 2
+    assert bucketed["checkpoint"] == str(ckpt_x2)
+    assert bucketed["model"]["features"] == 8 and bucketed["versions"]["jax"]
+    run(f"--ckpt={ckpt_x2}", "--datasets=Set5", f"--data_dir={benchmark_dir}", "--exact_shapes",
+        f"--output_json={tmp_path / 'exact.json'}")
+    exact = json.loads((tmp_path / "exact.json").read_text())
+    assert exact["exact_shapes"] and not bucketed["exact_shapes"]
+    images = bucketed["datasets"]["Set5"]["images"]
+    assert images.keys() == exact["datasets"]["Set5"]["images"].keys()
+    for stem, scores in exact["datasets"]["Set5"]["images"].items():
+        assert abs(scores["psnr"] - images[stem]["psnr"]) < 1e-3, stem
+
+
+def test_scale_must_agree_with_the_checkpoint(run, benchmark_dir, ckpt_x2):
+    with pytest.raises(SystemExit, match=r"--scale 3 disagrees with the checkpoint .* x2 model"):
+        run(f"--ckpt={ckpt_x2}", "--scale=3", "--datasets=Set5", f"--data_dir={benchmark_dir}")
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--method=bicubic", "--scale=2", "--datasets=Set5,Urban100"],
+     r"'Urban100' not found .*found: Set5, Set14, B100"),
+    (["--method=bicubic", "--datasets=Set5"], "--method bicubic needs --scale"),
+    (["--datasets=Set5"], "--ckpt is required"),
+    (["--ckpt=nowhere", "--method=bicubic", "--scale=2"], "--ckpt is not used with"),
+])
+def test_errors_name_the_flag_or_what_was_found(run, benchmark_dir, args, match):
+    with pytest.raises(SystemExit, match=match):
+        run(*args, f"--data_dir={benchmark_dir}")
+
+
+def test_missing_checkpoint_and_data_dir(run, benchmark_dir, tmp_path):
+    with pytest.raises(SystemExit, match=f"{tmp_path / 'nothing'} does not exist"):
+        run(f"--ckpt={tmp_path / 'nothing'}", f"--data_dir={benchmark_dir}")
+    with pytest.raises(SystemExit, match="--data_dir .* is not a folder"):
+        run("--method=bicubic", "--scale=2", f"--data_dir={tmp_path / 'nothing'}")
+
+
+def test_runs_as_a_script(benchmark_dir):
+    done = subprocess.run(
+        [sys.executable, str(REPO / "eval.py"), "--method=bicubic", "--scale=4",
+         "--datasets=Set5", f"--data_dir={benchmark_dir}", "--protocol=matlab"],
+        capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "bicubic x4, protocol matlab" in done.stdout
+    assert "28.419" in done.stdout  # Set5, BICUBIC_TABLE["matlab"][4]
