@@ -1,0 +1,255 @@
+"""A trained DRSAN for notebooks and scripts: load it, upscale pictures, look inside.
+
+    import drsan_jax
+    model = drsan_jax.load("runs/32s_x2")     # a training workdir, a step folder, or "32s-x2"
+    sr = model.upscale(image)                  # same dtype and channels as `image`, scale x larger
+    baseline = model.bicubic(image)            # MATLAB bicubic, the baseline of SR tables
+    info = model.inspect(image, blocks=[(0, 1)])
+    info.dra_coefficients                      # (K, M): the r of every DRAG (paper Eq. 5)
+    info.rsa_maps[0, 1]                        # (H, W, c): sigmoid(t) of DRAG_0, block 1
+
+Images are NumPy arrays as `drsan_jax.image_io.read_image` returns them: HxW or HxWxC with C in
+1, 3, 4, uint8 or uint16. Colour goes through DRSAN at the input's full precision (16-bit
+inputs are not reduced to 8 bits), grey images as three equal channels averaged back to one,
+and alpha is upscaled with bicubic. Everything JAX does (jit, padding to a few compiled shapes,
+tiling large images so memory stays bounded) happens behind these calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from drsan_jax import tiling
+from drsan_jax.checkpoints import InferenceModel, load_for_inference
+from drsan_jax.inference import Predictor, bucket_shape
+from drsan_jax.resize import imresize
+
+# Tiles used when an image does not fit in memory whole, in LR pixels; chosen by measuring
+# tiled against whole-image output (see the tile benchmark in README).
+DEFAULT_TILE = 512
+DEFAULT_OVERLAP = 32
+
+
+def load(checkpoint: str | os.PathLike, which: str = "latest") -> Upscaler:
+    """Loads a trained DRSAN for upscaling and inspection.
+
+    Args:
+      checkpoint: a training workdir, its `checkpoints/` folder, one step folder, or the name of
+        a shipped model (e.g. "32s-x2"); anything `checkpoints.load_for_inference` accepts.
+      which: for a workdir, "latest" or "best" (the highest validation PSNR).
+
+    Returns:
+      The model, ready to use.
+    """
+    return Upscaler(load_for_inference(checkpoint, which))
+
+
+@dataclasses.dataclass(frozen=True)
+class Inspection:
+    """What DRSAN computed inside for one image (see `Upscaler.inspect`).
+
+    Attributes:
+      sr: (H * scale, W * scale, 3) uint8 super-resolved RGB.
+      dra_coefficients: (K, M) float32, row k the path weights r of DRAG_k, M = N(N+1)/2 in the
+        order r(1,0), r(2,0), r(2,1), r(3,0), ...; None for a model without DRM.
+      rsa_maps: (k, n) -> (H, W, c) float32 residual self-attention sigmoid(t) of block n
+        (1..N) of DRAG_k (0..K-1), for the blocks asked for.
+    """
+
+    sr: np.ndarray
+    dra_coefficients: np.ndarray | None
+    rsa_maps: dict[tuple[int, int], np.ndarray]
+
+    def dra_matrix(self, group: int) -> np.ndarray:
+        """The r of one DRAG as an (N, N) lower-triangular matrix: row n-1, column k is r(n, k).
+
+        Entries above the diagonal (no such path) are NaN, so plots leave them blank.
+        """
+        if self.dra_coefficients is None:
+            raise ValueError("this model has no DRM (residual is not 'dynamic'), so no r")
+        r = self.dra_coefficients[group]
+        blocks = int(round((np.sqrt(8 * r.size + 1) - 1) / 2))
+        matrix = np.full((blocks, blocks), np.nan, np.float32)
+        matrix[np.tril_indices(blocks)] = r  # row-major lower triangle is r's order
+        return matrix
+
+
+class Upscaler:
+    """A loaded DRSAN: `upscale`, `bicubic` and `inspect` on NumPy images.
+
+    Attributes:
+      inference_model: the checkpoint it came from (model, params, step, config, path).
+      scale: the upscaling factor.
+      variant: the published variant ("32s", ...), or None for a custom size.
+      step: the training step of the weights, if known.
+    """
+
+    def __init__(self, inference_model: InferenceModel):
+        """Wraps a model from `checkpoints.load_for_inference` (see `load`)."""
+        self.inference_model = inference_model
+        self.scale = inference_model.scale
+        self.variant = inference_model.variant
+        self.step = inference_model.step
+        self._predictors = {
+            ensemble: Predictor(inference_model.model, inference_model.params,
+                                self_ensemble=ensemble)
+            for ensemble in (False, True)
+        }
+
+    def __repr__(self) -> str:
+        name = self.variant or "custom"
+        return (f"Upscaler(DRSAN-{name} x{self.scale}, step {self.step}, "
+                f"from {self.inference_model.path})")
+
+    def upscale(
+        self,
+        image: np.ndarray,
+        self_ensemble: bool = False,
+        tile: int | str | None = "auto",
+        overlap: int = DEFAULT_OVERLAP,
+        on_tile: Callable[[], None] | None = None,
+    ) -> np.ndarray:
+        """Super-resolves one image.
+
+        Args:
+          image: HxW or HxWxC (C in 1, 3, 4) uint8 or uint16.
+          self_ensemble: average over the 8 flips and quarter turns (slower, a little better).
+          tile: "auto" (whole image when it fits in memory, else `DEFAULT_TILE`), None (always
+            whole), or a tile size in LR pixels.
+          overlap: the least overlap of neighbouring tiles, in LR pixels.
+          on_tile: called after each tile (for progress bars; see `tile_count`).
+
+        Returns:
+          (H * scale, W * scale[, C]) array with the input's dtype and channels.
+        """
+        image = _check_image(image)
+        height, width = image.shape[:2]
+        tile = self.resolve_tile(height, width, tile, overlap, self_ensemble)
+        lq = _model_input(image)  # (H, W, 3)
+        sr = np.empty((height * self.scale, width * self.scale, 3), image.dtype)
+        tiling.upscale_tiled(self._predictors[self_ensemble], lq, self.scale, sr, tile,
+                             overlap, on_tile)
+        if image.ndim == 2 or image.shape[2] == 1:
+            grey = np.rint(sr.mean(axis=2, dtype=np.float32)).astype(image.dtype)
+            return grey if image.ndim == 2 else grey[..., None]
+        if image.shape[2] == 4:
+            alpha = imresize(image[..., 3], self.scale)
+            return np.concatenate([sr, alpha[..., None]], axis=2)
+        return sr
+
+    def bicubic(self, image: np.ndarray) -> np.ndarray:
+        """The bicubic baseline: MATLAB's imresize by `scale`, same dtype and channels."""
+        return imresize(_check_image(image), self.scale)
+
+    def resolve_tile(self, height: int, width: int, tile: int | str | None = "auto",
+                     overlap: int = DEFAULT_OVERLAP, self_ensemble: bool = False) -> int | None:
+        """The tile size `upscale` uses for an image of this size: an int, or None for whole.
+
+        Raises:
+          ValueError: a tile that is not "auto", None or a positive int, or an overlap that
+            is not below half the tile.
+        """
+        if tile == "auto":
+            whole = tiling.inference_bytes(self.inference_model.model, height, width,
+                                           self_ensemble)
+            return None if whole <= tiling.memory_budget() else DEFAULT_TILE
+        if tile is None:
+            return None
+        if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
+            raise ValueError(f"tile must be 'auto', None or a positive number of LR pixels, "
+                             f"got {tile!r}")
+        tiling.tile_starts(tile, tile, overlap)  # validates the overlap
+        return tile
+
+    def tile_count(self, height: int, width: int, tile: int | str | None = "auto",
+                   overlap: int = DEFAULT_OVERLAP, self_ensemble: bool = False) -> int:
+        """How many tiles `upscale` runs for an image of this size (1 when whole)."""
+        resolved = self.resolve_tile(height, width, tile, overlap, self_ensemble)
+        return tiling.num_tiles(height, width, resolved, overlap)
+
+    def inspect(self, image: np.ndarray,
+                blocks: Iterable[tuple[int, int]] | None = None) -> Inspection:
+        """Runs the whole image once and returns the DRA coefficients and RSA maps.
+
+        Args:
+          image: HxW or HxWxC (C in 1, 3, 4) uint8 or uint16 (grey as three equal channels,
+            alpha ignored). Whole-image inference: keep it small (the maps hold H x W x c floats
+            per block).
+          blocks: the (DRAG index k from 0, block n from 1) pairs whose RSA maps to return;
+            None for every block.
+
+        Returns:
+          The `Inspection`.
+        """
+        image = _check_image(image)
+        model = self.inference_model.model
+        if blocks is None:
+            blocks = [(k, n) for k in range(model.num_groups)
+                      for n in range(1, model.num_blocks + 1)] if model.use_rsa else []
+        blocks = tuple((int(k), int(n)) for k, n in blocks)
+        for k, n in blocks:
+            if not model.use_rsa:
+                raise ValueError("this model has no residual self-attention (use_rsa=False)")
+            if not (0 <= k < model.num_groups and 1 <= n <= model.num_blocks):
+                raise ValueError(f"no block ({k}, {n}): DRAGs are 0..{model.num_groups - 1}, "
+                                 f"blocks 1..{model.num_blocks}")
+        height, width = image.shape[:2]
+        padded_h, padded_w = bucket_shape(height, width)
+        lq = np.zeros((1, padded_h, padded_w, 3), np.float32)
+        lq[0, :height, :width] = _model_input(image)
+        mask = np.zeros((1, padded_h, padded_w, 1), np.float32)
+        mask[0, :height, :width] = 1.0
+        sr, r, maps = _inspect(model, self.inference_model.params, lq, mask, blocks)
+        s = self.scale
+        sr = np.asarray(sr)[: height * s, : width * s]
+        sr = np.floor(np.clip(sr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        return Inspection(
+            sr=sr,
+            dra_coefficients=None if r is None else np.asarray(r),
+            rsa_maps={key: np.asarray(maps[f"{key[0]}/{key[1]}"])[:height, :width]
+                      for key in blocks},
+        )
+
+
+@functools.partial(jax.jit, static_argnames=("model", "blocks"))
+def _inspect(model: nn.Module, params: Any, lq: jax.Array, mask: jax.Array,
+             blocks: tuple[tuple[int, int], ...]) -> tuple[jax.Array, jax.Array | None, dict]:
+    """One image's SR, the stacked DRA coefficients and the chosen RSA maps."""
+    with jax.default_matmul_precision("highest"):
+        sr, state = model.apply({"params": params}, lq, mask,
+                                mutable=["intermediates", "attention"])
+    r = None
+    if model.residual == "dynamic":
+        r = jax.numpy.stack([state["intermediates"][f"DRAG_{k}"]["dra_coefficients"][0][0]
+                             for k in range(model.num_groups)])  # (K, M)
+    maps = {f"{k}/{n}": state["attention"][f"DRAG_{k}"][f"rsa_block_{n}"][0][0]
+            for k, n in blocks}  # each (H_padded, W_padded, c)
+    return sr[0], r, maps
+
+
+def _model_input(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float32 RGB in [0, 1] at the image's full bit depth; grey repeated, alpha cut."""
+    colour = image[..., None] if image.ndim == 2 else image
+    colour = np.repeat(colour, 3, axis=2) if colour.shape[2] == 1 else colour[..., :3]
+    return colour.astype(np.float32) / np.float32(np.iinfo(image.dtype).max)
+
+
+def _check_image(image: Any) -> np.ndarray:
+    """The image as an array, or a ValueError saying what an image must be."""
+    image = np.asarray(image)
+    layout_ok = image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))
+    if image.dtype not in (np.uint8, np.uint16) or not layout_ok:
+        raise ValueError(f"expected an HxW or HxWxC image (C in 1, 3, 4) of uint8 or uint16, "
+                         f"got shape {image.shape} and dtype {image.dtype}")
+    return image
+
+
+__all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE", "Inspection", "Upscaler", "load"]

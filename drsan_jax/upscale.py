@@ -1,0 +1,160 @@
+"""`python -m drsan_jax.upscale`: super-resolve picture files with a trained DRSAN.
+
+    python -m drsan_jax.upscale --ckpt runs/32s_x2 photo.jpg scans/ --output upscaled/
+
+Inputs are files or folders of PNG, JPEG, BMP and TIFF images; each result is written to
+`--output` under the input's file name, with its format, bit depth and channels (grey, RGB,
+RGBA). The pixel work is `drsan_jax.api.Upscaler.upscale`; this file only resolves the command
+line to (input, output) pairs, checks them before anything is loaded, and shows progress.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import jax
+from tqdm import tqdm
+
+from drsan_jax.api import DEFAULT_OVERLAP, load
+from drsan_jax.image_io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, write_image
+
+_DEVICES = {"cpu": "cpu", "gpu": "gpu"}
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """The command line's flags (see --help)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m drsan_jax.upscale",
+        description="Super-resolve images with a trained DRSAN.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image files (PNG, JPEG, BMP, TIFF) or folders of them")
+    parser.add_argument("--ckpt", required=True,
+                        help="a training workdir, a checkpoint step folder, or a shipped model "
+                             "name such as 32s-x2")
+    parser.add_argument("--output", required=True, type=Path,
+                        help="folder for the results (created if missing); files keep their names")
+    parser.add_argument("--scale", type=int, default=None,
+                        help="the upscaling factor expected of the checkpoint (checked)")
+    parser.add_argument("--which", choices=("latest", "best"), default="latest",
+                        help="for a workdir: the latest checkpoint or the best validated one")
+    parser.add_argument("--self_ensemble", action="store_true",
+                        help="average the outputs of the 8 flips and rotations (8x slower)")
+    parser.add_argument("--tile", default="auto",
+                        help="'auto' (whole image when it fits in memory, else tiles of "
+                             "%(default)s), 'none', or a tile size in LR pixels")
+    parser.add_argument("--tile_overlap", type=int, default=None,
+                        help="least overlap of neighbouring tiles in LR pixels")
+    parser.add_argument("--device", choices=sorted(_DEVICES), default=None,
+                        help="where to run; default: JAX's choice (a GPU if there is one)")
+    return parser, parser.parse_args(argv)
+
+
+def _parse_tile(parser: argparse.ArgumentParser, value: str) -> int | str | None:
+    """--tile as `Upscaler.upscale` takes it."""
+    if value in ("auto", "none"):
+        return None if value == "none" else "auto"
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    parser.error(f"--tile must be 'auto', 'none' or a positive number of pixels, got {value!r}")
+
+
+def plan_outputs(inputs: list[str], output_dir: Path) -> list[tuple[Path, Path]]:
+    """Pairs every input image with the file its result goes to.
+
+    Args:
+      inputs: image files or folders (their images, not recursive).
+      output_dir: the folder results are written to.
+
+    Returns:
+      (input, output) pairs, in the order given (folders sorted by name).
+
+    Raises:
+      ValueError: a missing input, a file that is not an image, a folder without images, an
+        output folder that is a file, two inputs of the same name, or an output that would
+        overwrite an input. The message names the file.
+    """
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            try:
+                files.extend(list_images(item))
+            except (FileNotFoundError, ValueError) as e:
+                raise ValueError(str(e)) from None
+        elif not item.exists():
+            raise ValueError(f"input {item} does not exist")
+        elif item.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise ValueError(f"input {item} is not an image file: expected one of "
+                             f"{', '.join(IMAGE_EXTENSIONS)}")
+        else:
+            files.append(item)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"--output {output_dir} is a file, not a folder")
+    sources = {f.resolve() for f in files}
+    pairs, taken = [], {}
+    for src in files:
+        dst = output_dir / src.name
+        if dst.resolve() in sources:
+            raise ValueError(f"writing the result of {src} to {dst} would overwrite an input; "
+                             f"choose another --output folder")
+        if dst.resolve() in taken:
+            raise ValueError(f"inputs {taken[dst.resolve()]} and {src} would both be written "
+                             f"to {dst}; upscale them into different --output folders")
+        taken[dst.resolve()] = src
+        pairs.append((src, dst))
+    return pairs
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command; returns the exit status (1 if any image failed, else 0)."""
+    parser, args = parse_args(argv)
+    tile = _parse_tile(parser, args.tile)
+    try:
+        pairs = plan_outputs(args.inputs, args.output)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.device is not None:
+        # Must precede the first use of a device in this process; later it has no effect.
+        jax.config.update("jax_platforms", _DEVICES[args.device])
+    overlap = DEFAULT_OVERLAP if args.tile_overlap is None else args.tile_overlap
+    try:
+        upscaler = load(args.ckpt, args.which)
+    except RuntimeError as e:  # JAX cannot start the requested backend
+        parser.error(f"--device {args.device}: {str(e).splitlines()[0]}")
+    except (FileNotFoundError, ValueError) as e:
+        # Orbax describes a parameter tree that does not fit the model over many lines.
+        parser.error(f"--ckpt {args.ckpt}: cannot load a DRSAN checkpoint: "
+                     f"{str(e).splitlines()[0]}")
+    if args.scale is not None and args.scale != upscaler.scale:
+        parser.error(f"--ckpt {args.ckpt} is a x{upscaler.scale} model, but --scale is "
+                     f"{args.scale}")
+    if isinstance(tile, int) and 2 * overlap >= tile:
+        parser.error(f"--tile_overlap {overlap} must be below half of --tile {tile}")
+
+    failures = []
+    for src, dst in tqdm(pairs, desc=f"x{upscaler.scale}", unit="image", file=sys.stderr):
+        try:
+            image = read_image(src)
+            height, width = image.shape[:2]
+            resolved = upscaler.resolve_tile(height, width, tile, overlap, args.self_ensemble)
+            count = upscaler.tile_count(height, width, resolved, overlap, args.self_ensemble)
+            with tqdm(total=count, desc=src.name, unit="tile", leave=False, file=sys.stderr,
+                      disable=count == 1) as bar:
+                sr = upscaler.upscale(image, args.self_ensemble, resolved, overlap, bar.update)
+            write_image(dst, sr)
+        except (ImageReadError, ValueError, OSError) as e:
+            failures.append(f"{src}: {e}")
+            tqdm.write(f"error: {e}", file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} of {len(pairs)} images failed:", *failures, sep="\n  ",
+              file=sys.stderr)
+        return 1
+    print(f"wrote {len(pairs)} image(s) to {args.output}{os.sep}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Tests for `python -m drsan_jax.upscale` on real files of every supported kind."""
+
+import os
+import re
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from upscale_fixtures import TINY, lr_crop, save_tiny_checkpoint
+
+from drsan_jax import api, upscale
+from drsan_jax.checkpoints import save_params_for_inference
+from drsan_jax.models import DRSAN, init_params
+from drsan_jax.image_io import read_image, write_image
+from drsan_jax.resize import imresize
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, benchmark_dir):
+    """One file per supported kind, made from crops of the benchmark images."""
+    folder = tmp_path_factory.mktemp("inputs")
+    rgb = lr_crop(benchmark_dir)  # (45, 61, 3)
+    grey = lr_crop(benchmark_dir, "Set14/bridge.png")  # stored with one channel
+    alpha = np.linspace(0, 255, rgb.shape[1]).astype(np.uint8)[None].repeat(rgb.shape[0], 0)
+    images = {
+        "rgb.png": rgb,
+        "grey.png": grey,
+        "rgba.png": np.dstack([rgb, alpha]),
+        "deep.png": rgb.astype(np.uint16) * 257 + 128,
+        "deep_grey.png": grey.astype(np.uint16) * 257 + 3,
+        "photo.jpg": rgb,
+        "photo.jpeg": rgb[::-1],
+        "bitmap.bmp": rgb,
+        "scan.tif": rgb,
+        "scan16.tiff": rgb.astype(np.uint16) * 257,
+    }
+    for name, image in images.items():
+        write_image(folder / name, image)
+    return folder
+
+
+def run(argv):
+    """main() with its exit status, the usage errors of argparse included."""
+    try:
+        return upscale.main([str(a) for a in argv])
+    except SystemExit as e:
+        return e.code
+
+
+def test_every_kind_of_file_keeps_its_format(inputs, ckpt, tmp_path, capsys):
+    assert run([inputs, "--ckpt", ckpt, "--output", tmp_path]) == 0
+    assert f"wrote 10 image(s) to {tmp_path}" in capsys.readouterr().err
+    for src in sorted(inputs.iterdir()):
+        image, sr = read_image(src), read_image(tmp_path / src.name)
+        assert sr.dtype == image.dtype, src.name
+        assert sr.shape == (2 * image.shape[0], 2 * image.shape[1], *image.shape[2:]), src.name
+    up = api.load(ckpt)
+    rgba = read_image(inputs / "rgba.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "rgba.png"), up.upscale(rgba))
+    np.testing.assert_array_equal(read_image(tmp_path / "rgba.png")[..., 3],
+                                  imresize(rgba[..., 3], 2))
+    deep = read_image(tmp_path / "deep.png")
+    np.testing.assert_array_equal(deep, up.upscale(read_image(inputs / "deep.png")))
+
+
+def test_files_and_tiles_and_self_ensemble(inputs, ckpt, tmp_path, capsys):
+    args = [inputs / "rgb.png", inputs / "grey.png", "--ckpt", ckpt, "--output", tmp_path,
+            "--tile", "32", "--tile_overlap", "8", "--self_ensemble", "--scale", "2"]
+    assert run(args) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grey.png", "rgb.png"]
+    expected = api.load(ckpt).upscale(read_image(inputs / "rgb.png"), self_ensemble=True,
+                                      tile=32, overlap=8)
+    np.testing.assert_array_equal(read_image(tmp_path / "rgb.png"), expected)
+
+
+@pytest.mark.parametrize("case,message", [
+    ("missing", "input .*nothing.png does not exist"),
+    ("not_image", "notes.txt is not an image file"),
+    ("empty_folder", "holds no images"),
+    ("overwrite", "would overwrite an input"),
+    ("same_name", "would both be written to"),
+    ("no_ckpt", "--ckpt .*nowhere: cannot load a DRSAN checkpoint: .*does not exist"),
+    ("wrong_ckpt", "--ckpt .*: cannot load a DRSAN checkpoint: .*shape"),
+    ("wrong_scale", "is a x2 model, but --scale is 3"),
+    ("bad_tile", "--tile must be"),
+    ("bad_overlap", "--tile_overlap 16 must be below half of --tile 32"),
+])
+def test_usage_errors_name_the_problem(case, message, inputs, ckpt, tmp_path, capsys):
+    rgb, out = inputs / "rgb.png", tmp_path / "out"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("not a picture")
+    (tmp_path / "other").mkdir()
+    write_image(tmp_path / "other" / "rgb.png", np.zeros((8, 8, 3), np.uint8))
+    argv = {
+        "missing": [tmp_path / "nothing.png", "--ckpt", ckpt, "--output", out],
+        "not_image": [tmp_path / "notes.txt", "--ckpt", ckpt, "--output", out],
+        "empty_folder": [tmp_path / "empty", "--ckpt", ckpt, "--output", out],
+        "overwrite": [rgb, "--ckpt", ckpt, "--output", inputs],
+        "same_name": [rgb, tmp_path / "other" / "rgb.png", "--ckpt", ckpt, "--output", out],
+        "no_ckpt": [rgb, "--ckpt", tmp_path / "nowhere", "--output", out],
+        "wrong_ckpt": [rgb, "--ckpt", tmp_path / "wrong", "--output", out],
+        "wrong_scale": [rgb, "--ckpt", ckpt, "--output", out, "--scale", "3"],
+        "bad_tile": [rgb, "--ckpt", ckpt, "--output", out, "--tile", "big"],
+        "bad_overlap": [rgb, "--ckpt", ckpt, "--output", out, "--tile", "32",
+                        "--tile_overlap", "16"],
+    }[case]
+    if case == "wrong_ckpt":
+        save_wrong_checkpoint(tmp_path / "wrong")
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("python -m drsan_jax.upscale: error:")
+    assert re.search(message, err), err
+    assert not out.exists()
+
+
+def save_wrong_checkpoint(path):
+    """A checkpoint whose metadata promises another model than its parameters are."""
+    params = init_params(DRSAN(scale=2, **TINY), jax.random.key(0))
+    save_params_for_inference(path, {"scale": 2, **TINY, "features": 16}, params)
+
+
+def test_an_unreadable_image_fails_alone(inputs, ckpt, tmp_path, capsys):
+    broken = tmp_path / "in" / "broken.png"
+    broken.parent.mkdir()
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    assert run([broken, inputs / "rgb.png", "--ckpt", ckpt, "--output", tmp_path / "out"]) == 1
+    err = capsys.readouterr().err
+    assert "1 of 2 images failed" in err and f"cannot read image {broken}" in err
+    assert (tmp_path / "out" / "rgb.png").is_file()
+    assert not (tmp_path / "out" / "broken.png").exists()
+
+
+def test_module_entry_point_on_cpu(inputs, ckpt, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "drsan_jax.upscale", str(inputs / "bitmap.bmp"), "--ckpt",
+         str(ckpt), "--output", str(tmp_path), "--device", "cpu"],
+        capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": ""}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert read_image(tmp_path / "bitmap.bmp").shape == (90, 122, 3)
