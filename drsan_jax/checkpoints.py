@@ -349,8 +349,8 @@ def load_for_inference(path: str | os.PathLike, which: str = "latest") -> Infere
 
 __all__ = [
     "CHECKPOINTS_SUBDIR",
-    "InferenceModel",
     "MODEL_FIELDS",
+    "InferenceModel",
     "TrainingCheckpoints",
     "build_model_from_config",
     "find_step_dir",

@@ -286,7 +286,7 @@ def _prepare_tfds(
         entries = json.loads(manifest.read_text())
     else:
         try:
-            import tensorflow_datasets as tfds  # noqa: PLC0415 - optional dependency
+            import tensorflow_datasets as tfds
         except ImportError:
             raise ImportError(
                 f"--config.train_data={part!r} needs tensorflow-datasets: "

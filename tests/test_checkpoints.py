@@ -67,7 +67,7 @@ def _save_steps(workdir, params, psnr_by_step, steps, keep=2, keep_best=1):
     tx = optax.adam(1e-3)
     manager = checkpoints.TrainingCheckpoints(workdir, keep=keep, keep_best=keep_best)
     for step in steps:
-        step_params = jax.tree.map(lambda x: x + step, params)
+        step_params = jax.tree.map(lambda x, step=step: x + step, params)
         meta = {"format": checkpoints.FORMAT, "step": step, "model": TINY, "config": {"k": 1},
                 "data": {"next_step": step}, "extra": {}}
         metrics = {"psnr": psnr_by_step[step]} if step in psnr_by_step else None

@@ -1,0 +1,92 @@
+"""Default training configuration: the paper's recipe (DRSAN.md, "Training recipe") for DRSAN-32s.
+
+Every field has a comment; the variant files (drsan32s.py ... drsan48m.py) override only what
+differs. Override any field from the command line, e.g.
+
+    python train.py --config configs/drsan48s.py --workdir runs/drsan48s_x2 \
+        --config.scale=3 --config.batch_size=32
+
+Relative paths are relative to the working directory.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """Returns the default configuration."""
+    config = ml_collections.ConfigDict()
+
+    config.model = ml_collections.ConfigDict()
+    # Published variant: "32s", "32m", "32l", "48s" or "48m" (channels c, blocks N, DRAGs K).
+    config.model.variant = "32s"
+    # Channels c; None takes the variant's. Set with num_blocks/num_groups for tiny test models.
+    config.model.features = config_dict.placeholder(int)
+    # Residual blocks N per DRAG; None takes the variant's.
+    config.model.num_blocks = config_dict.placeholder(int)
+    # DRAGs K; None takes the variant's.
+    config.model.num_groups = config_dict.placeholder(int)
+    # Ablation (paper Table VI): activation on the DRM path weights, "none", "tanh", "sigmoid".
+    config.model.drm_activation = "none"
+    # Ablation: residual self-attention gating f_n = (t + d) * sigmoid(t); False: f_n = t + d.
+    config.model.use_rsa = True
+    # Ablation: residual paths, "dynamic" (DRM weights), "plain" (SRResNet) or "ones".
+    config.model.residual = "dynamic"
+    # Ablation: concat of f_0..f_N + 1x1 fusion at the end of each DRAG; False returns f_N.
+    config.model.use_fusion = True
+    # Computation dtype, "float32" or "bfloat16" (parameters and loss stay float32).
+    config.model.dtype = "float32"
+
+    # Upscaling factor: 2, 3 or 4.
+    config.scale = 2
+    # Training images, comma-separated: HR folders, a DIV2K folder (DIV2K_train_HR/ and, if
+    # present, DIV2K_train_LR_bicubic/X<s>/), or tfds:div2k. The paper trains on DIV2K.
+    config.train_data = "data/DIV2K"
+    # Where decoded HR and bicubic LR training images are cached as .npy (made once, reused).
+    config.cache_dir = "~/.cache/drsan_jax"
+    # Benchmark root for validation during training, laid out as HR/<set>/ and x<s>/<set>/.
+    config.val_data = "../shared/data/benchmark"
+    # Benchmark sets to validate on, comma-separated; "" turns validation off.
+    config.val_datasets = "Set5"
+
+    # LR patch side in pixels (HR patches are patch_size * scale).
+    config.patch_size = 48
+    # Global batch over all devices and hosts; must divide by the number of devices.
+    config.batch_size = 16
+    # Total training steps. The paper gives none; DRSAN's predecessors train for about 10^6.
+    config.num_train_steps = 1_000_000
+    # Adam learning rate at step 0.
+    config.learning_rate = 2e-4
+    # Factor the learning rate is multiplied by every lr_decay_steps (staircase).
+    config.lr_decay_rate = 0.85
+    # Steps between learning-rate decays.
+    config.lr_decay_steps = 200_000
+    # Adam beta1.
+    config.adam_b1 = 0.9
+    # Adam beta2.
+    config.adam_b2 = 0.999
+    # Adam epsilon.
+    config.adam_eps = 1e-8
+    # Seed of the parameter initialisation and of the patch sampler.
+    config.seed = 0
+    # Checkpoint (workdir, checkpoints folder or step folder) to start from: every parameter
+    # except the upsampler is copied (the upsampler too when the scales match). None: fresh.
+    config.init_from = config_dict.placeholder(str)
+
+    # Background threads cutting patches.
+    config.data_workers = 2
+    # Batches prepared ahead of the training step.
+    config.prefetch_batches = 8
+
+    # Steps between progress lines and TensorBoard training scalars.
+    config.log_every_steps = 100
+    # Steps between validations (each also saves a checkpoint, ranked by PSNR).
+    config.eval_every_steps = 5000
+    # Steps between checkpoints (one is also saved at the end).
+    config.checkpoint_every_steps = 1000
+    # Latest checkpoints kept.
+    config.keep_checkpoints = 3
+    # Checkpoints with the best validation PSNR kept besides the latest.
+    config.keep_best_checkpoints = 1
+
+    return config

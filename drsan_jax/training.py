@@ -1,0 +1,429 @@
+"""Training DRSAN with the paper's recipe, resumable at any step, on one device or many hosts.
+
+`train_and_evaluate(config, workdir)` is what `train.py` calls. It
+
+- checks the config before anything expensive starts (errors name the `--config.*` flag);
+- builds the model from `config.model`, Adam with the staircase-decayed learning rate
+  (`learning_rate_schedule`), and the L1 loss;
+- resumes from the latest checkpoint in `workdir` if there is one (else starts fresh, or from
+  `config.init_from`), including the patch sampler, so that k steps + resume + (N - k) steps
+  equal N steps in one go exactly;
+- runs one jitted, state-donating `train_step` per step, data-parallel over a device mesh;
+- stops at once, without saving, when the loss or the gradient goes NaN/inf;
+- validates on `config.val_datasets` with `evaluation.evaluate`, the code behind eval.py
+  (Y-channel PSNR/SSIM, "drsan" protocol);
+- logs progress lines and TensorBoard scalars, and saves checkpoints (the latest few plus the
+  best by validation PSNR).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import functools
+import logging as std_logging
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tensorboardX
+from absl import logging
+from flax import traverse_util
+from flax.training.train_state import TrainState
+
+from drsan_jax import checkpoints, data, evaluation, parallel
+from drsan_jax.models import DRSAN, SCALES, count_params, init_params, param_shapes
+
+# Parameters under this module depend on the scale; `init_from` copies them only at equal scales.
+UPSAMPLER = "upsampler"
+
+
+def model_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The full model configuration (as stored in checkpoints) of a training config."""
+    return checkpoints.normalize_model_config({**config.model.to_dict(), "scale": config.scale})
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Raises a ValueError naming the flag of the first invalid field, before any work starts."""
+
+    def require(ok: bool, flag: str, expected: str) -> None:
+        if not ok:
+            value = config
+            for part in flag.split("."):
+                value = value[part]
+            raise ValueError(f"--config.{flag}={value!r}: expected {expected}")
+
+    require(config.scale in SCALES, "scale", f"one of {SCALES}")
+    for name in ("patch_size", "batch_size", "num_train_steps", "lr_decay_steps",
+                 "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
+                 "data_workers", "prefetch_batches"):
+        require(isinstance(config[name], int) and config[name] >= 1, name, "a positive integer")
+    require(config.keep_checkpoints >= 1, "keep_checkpoints", "at least 1")
+    require(config.keep_best_checkpoints >= 0, "keep_best_checkpoints", "0 or more")
+    require(config.learning_rate > 0, "learning_rate", "a positive number")
+    require(0 < config.lr_decay_rate <= 1, "lr_decay_rate", "a factor in (0, 1]")
+    require(config.model.dtype in checkpoints.DTYPES, "model.dtype", f"one of {checkpoints.DTYPES}")
+    try:
+        checkpoints.build_model_from_config(model_config(config))
+    except ValueError as e:
+        raise ValueError(f"--config.model.*: {e}") from None
+    for name in _val_datasets(config):
+        try:
+            evaluation.pair_images(config.val_data, name, config.scale)
+        except ValueError as e:
+            raise ValueError(
+                f"--config.val_data={config.val_data!r}, --config.val_datasets="
+                f"{config.val_datasets!r}: {e} (--config.val_datasets='' turns validation off)"
+            ) from None
+
+
+def _val_datasets(config: ml_collections.ConfigDict) -> list[str]:
+    return [name.strip() for name in config.val_datasets.split(",") if name.strip()]
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+    """learning_rate * lr_decay_rate ** floor(step / lr_decay_steps) (paper: 2e-4, 0.85, 2e5)."""
+    return optax.exponential_decay(
+        init_value=config.learning_rate,
+        transition_steps=config.lr_decay_steps,
+        decay_rate=config.lr_decay_rate,
+        staircase=True,
+    )
+
+
+def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Adam(b1, b2, eps) with the staircase schedule."""
+    return optax.adam(learning_rate_schedule(config), b1=config.adam_b1, b2=config.adam_b2,
+                      eps=config.adam_eps)
+
+
+def create_train_state(model: DRSAN, tx: optax.GradientTransformation, params: Any,
+                       mesh: jax.sharding.Mesh) -> TrainState:
+    """A step-0 train state, replicated on every device of the mesh.
+
+    Args:
+      model: the network.
+      tx: the optimizer.
+      params: initial parameters, identical on every host (host or device arrays).
+      mesh: the data-parallel mesh.
+    """
+    params = parallel.replicate(params, mesh)
+    opt_state = jax.jit(tx.init, out_shardings=parallel.replicated(mesh))(params)
+    step = parallel.replicate(np.zeros((), np.int32), mesh)
+    return TrainState(step=step, apply_fn=model.apply, params=params, tx=tx, opt_state=opt_state)
+
+
+def l1_loss(sr: jax.Array, gt: jax.Array) -> jax.Array:
+    """Mean absolute error, the paper's training loss."""
+    return jnp.mean(jnp.abs(sr - gt))
+
+
+@functools.partial(jax.jit, donate_argnums=(0,))
+def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
+    """One Adam step on the L1 loss of a batch.
+
+    Args:
+      state: the train state (donated: its buffers are reused for the result).
+      batch: {"lq": (B, p, p, 3) uint8, "gt": (B, p*s, p*s, 3) uint8}, split over the mesh.
+
+    Returns:
+      (new state, {"loss", "grad_norm", "finite"}) with "finite" False if the loss or the
+      gradient holds a NaN or inf.
+    """
+    lq = batch["lq"].astype(jnp.float32) / 255.0  # (B, p, p, 3)
+    gt = batch["gt"].astype(jnp.float32) / 255.0  # (B, p*s, p*s, 3)
+
+    def loss_fn(params):
+        return l1_loss(state.apply_fn({"params": params}, lq), gt)
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    grad_norm = optax.tree.norm(grads)
+    state = state.apply_gradients(grads=grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    return state, {"loss": loss, "grad_norm": grad_norm, "finite": finite}
+
+
+def params_from_checkpoint(path: str, model_cfg: dict[str, Any], params: Any
+                           ) -> tuple[Any, list[str], list[str]]:
+    """The `init_from` rule: copies a checkpoint's parameters into freshly initialised ones.
+
+    Every parameter outside the upsampler is copied and must exist with the same shape (the
+    source must be the same variant with the same ablation switches). The upsampler is copied
+    when the source has the same scale, and otherwise keeps its fresh initialisation (the
+    EDSR way of starting x3/x4 from x2). The output convolution (c -> 3) does not depend on the
+    scale and is copied.
+
+    Args:
+      path: a workdir, checkpoints folder or step folder.
+      model_cfg: the model configuration being trained.
+      params: its fresh parameters.
+
+    Returns:
+      (params, names of copied parameters, names of re-initialised ones).
+    """
+    source = checkpoints.load_for_inference(path)
+    copy_upsampler = source.scale == model_cfg["scale"]
+    src = traverse_util.flatten_dict(jax.device_get(source.params), sep="/")
+    dst = traverse_util.flatten_dict(jax.device_get(params), sep="/")
+    copied, fresh, mismatched = [], [], []
+    for name, value in dst.items():
+        if name.startswith(UPSAMPLER + "/") and not copy_upsampler:
+            fresh.append(name)
+        elif name in src and src[name].shape == value.shape:
+            dst[name] = src[name]
+            copied.append(name)
+        else:
+            mismatched.append(f"{name} {value.shape} vs {getattr(src.get(name), 'shape', None)}")
+    if mismatched:
+        raise ValueError(
+            f"--config.init_from={path!r} is a different network ({source.config}) from the "
+            f"one being trained ({model_cfg}); these parameters do not match: "
+            + ", ".join(mismatched[:5]) + (" ..." if len(mismatched) > 5 else ""))
+    return traverse_util.unflatten_dict(dst, sep="/"), copied, fresh
+
+
+class _QuietOrbax(std_logging.Filter):
+    """Drops Orbax's INFO records (several per file it writes) so progress lines stay readable.
+
+    Also its warning at every save without validation metrics: only validated steps have them.
+    """
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        if "/orbax/" not in record.pathname:
+            return True
+        return (record.levelno >= std_logging.WARNING
+                and "did not provide metrics" not in record.getMessage())
+
+
+def _abstract(tree: Any, sharding: jax.sharding.Sharding) -> Any:
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), tree)
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {seconds:02d}s"
+
+
+def _describe_model(model_cfg: dict[str, Any]) -> str:
+    name = model_cfg["variant"] or "c{features} N{num_blocks} K{num_groups}".format(**model_cfg)
+    return f"DRSAN-{name} x{model_cfg['scale']}"
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """Trains (or resumes training) until `config.num_train_steps`.
+
+    Args:
+      config: the training configuration (configs/default.py documents every field).
+      workdir: where checkpoints (`workdir/checkpoints/<step>/`) and TensorBoard event files
+        go; a workdir holding checkpoints is resumed from its latest one.
+
+    Returns:
+      The final train state.
+
+    Raises:
+      FloatingPointError: the loss or the gradient went NaN/inf (nothing is saved after the
+        last good checkpoint).
+    """
+    check_config(config)
+    quiet = _QuietOrbax()
+    logging.get_absl_logger().addFilter(quiet)
+    try:
+        return _train_and_evaluate(config, Path(workdir).absolute())
+    finally:
+        logging.get_absl_logger().removeFilter(quiet)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path) -> TrainState:
+    """`train_and_evaluate` once the config is checked."""
+    mesh = parallel.make_mesh()
+    host_batch = parallel.host_batch_size(config.batch_size, mesh)
+    model_cfg = model_config(config)
+    model = checkpoints.build_model_from_config(model_cfg)
+    shapes = param_shapes(model)
+    val_datasets = _val_datasets(config)
+    logging.info("devices: %s", parallel.describe_devices(mesh))
+    logging.info("global batch %d (%d per device, %d per host); LR patches %dx%d, HR %dx%d",
+                 config.batch_size, config.batch_size // mesh.devices.size, host_batch,
+                 config.patch_size, config.patch_size, config.patch_size * config.scale,
+                 config.patch_size * config.scale)
+    logging.info("model %s: %s parameters, %s compute", _describe_model(model_cfg),
+                 f"{count_params(shapes):,}", model_cfg["dtype"])
+
+    ckpts = checkpoints.TrainingCheckpoints(workdir, config.keep_checkpoints,
+                                            config.keep_best_checkpoints)
+    logging.info("checkpoints: %s (every %d steps, at each validation and at the end; latest "
+                 "%d and best %d kept)", ckpts.directory, config.checkpoint_every_steps,
+                 config.keep_checkpoints, config.keep_best_checkpoints)
+    with contextlib.ExitStack() as stack:
+        stack.callback(ckpts.close)
+        dataset = data.load_training_set(
+            config.train_data, config.scale, config.patch_size, config.cache_dir,
+            jax.process_index(), jax.process_count(), config.data_workers)
+        logging.info("training data: %d images on this host from %s (cache %s)",
+                     len(dataset.pairs), config.train_data, config.cache_dir)
+        sampler = data.PatchSampler(dataset, host_batch, config.patch_size, config.seed,
+                                    jax.process_index())
+        tx = create_optimizer(config)
+        state = _initial_state(config, workdir, ckpts, model, model_cfg, tx, mesh, sampler)
+        writer = tensorboardX.SummaryWriter(str(workdir)) if jax.process_index() == 0 else None
+        if writer is not None:
+            stack.callback(writer.close)
+        if val_datasets:
+            logging.info("validation: %s at x%d from %s every %d steps", ", ".join(val_datasets),
+                         config.scale, config.val_data, config.eval_every_steps)
+        logging.info("TensorBoard: tensorboard --logdir %s", workdir)
+        state = _train_loop(config, state, sampler, mesh, ckpts, writer, model, model_cfg,
+                            val_datasets)
+    return state
+
+
+def _initial_state(config, workdir, ckpts, model, model_cfg, tx, mesh, sampler) -> TrainState:
+    """Restores the latest checkpoint of the workdir, or initialises (fresh or `init_from`)."""
+    latest = ckpts.latest_step()
+    if latest is not None:
+        meta = ckpts.restore_meta(latest)
+        # The compute dtype may change on resume (e.g. bfloat16 on a new GPU); the parameters
+        # are float32 either way. Anything else is another network.
+        changed = {k: (meta["model"].get(k), v) for k, v in model_cfg.items()
+                   if meta["model"].get(k) != v and k != "dtype"}
+        if changed:
+            raise ValueError(
+                f"{workdir} holds checkpoints of another model (checkpoint -> config: {changed});"
+                f" use a new --workdir, or the checkpoint's --config.model.* and --config.scale")
+        repl = parallel.replicated(mesh)
+        shapes = param_shapes(model)
+        params, opt_state, meta = ckpts.restore(
+            latest, _abstract(shapes, repl), _abstract(jax.eval_shape(tx.init, shapes), repl))
+        sampler.check_resume(meta["data"])
+        step = parallel.replicate(np.asarray(latest, np.int32), mesh)
+        logging.info("resuming from step %d (%s)", latest, ckpts.directory / str(latest))
+        return TrainState(step=step, apply_fn=model.apply, params=params, tx=tx,
+                          opt_state=opt_state)
+    params = init_params(model, jax.random.key(config.seed))
+    if config.init_from:
+        params, copied, fresh = params_from_checkpoint(config.init_from, model_cfg, params)
+        logging.info("initialised %d parameter arrays from %s; fresh: %s", len(copied),
+                     config.init_from, ", ".join(fresh) or "none")
+    else:
+        logging.info("starting from scratch (seed %d)", config.seed)
+    return create_train_state(model, tx, params, mesh)
+
+
+def _train_loop(config, state, sampler, mesh, ckpts, writer, model, model_cfg, val_datasets):
+    """Runs the steps; see `train_and_evaluate`."""
+    start = int(jax.device_get(state.step))
+    total = config.num_train_steps
+    if start >= total:
+        logging.info("already trained to step %d of --config.num_train_steps=%d", start, total)
+        return state
+    schedule = learning_rate_schedule(config)
+    pending = collections.deque()  # (step, device metrics) not yet looked at
+    window = []  # host metrics since the last progress line
+    window_start, paused = time.perf_counter(), 0.0
+
+    def check(step: int, device_metrics: dict) -> None:
+        host = jax.device_get(device_metrics)
+        if not host["finite"]:
+            raise FloatingPointError(
+                f"training diverged at step {step}: loss {float(host['loss'])}, gradient norm "
+                f"{float(host['grad_norm'])}; stopped without saving. The last good checkpoint "
+                f"is step {ckpts.latest_step()} in {ckpts.directory}; rerunning resumes from it "
+                f"(consider a lower --config.learning_rate)")
+        window.append(host)
+
+    batches = sampler.batches(start, config.data_workers, config.prefetch_batches)
+    with contextlib.closing(batches):
+        for step in range(start + 1, total + 1):
+            state, step_metrics = train_step(state, parallel.shard_batch(next(batches), mesh))
+            pending.append((step, step_metrics))
+            # The previous step's metrics are ready by now: looking at them does not stall the
+            # device, which is already running this step.
+            while len(pending) > 1:
+                check(*pending.popleft())
+            last = step == total
+            log = step % config.log_every_steps == 0 or last
+            evaluate = bool(val_datasets) and (step % config.eval_every_steps == 0 or last)
+            save = step % config.checkpoint_every_steps == 0 or evaluate or last
+            if not (log or evaluate or save):
+                continue
+            while pending:
+                check(*pending.popleft())
+            if log:
+                elapsed = time.perf_counter() - window_start - paused
+                rate = len(window) / max(elapsed, 1e-9)
+                loss = float(np.mean([m["loss"] for m in window]))
+                grad_norm = float(np.mean([m["grad_norm"] for m in window]))
+                lr = float(schedule(step - 1))
+                logging.info("step %d/%d  loss %.5f  lr %.2e  %.2f steps/s  ETA %s", step, total,
+                             loss, lr, rate, _format_duration((total - step) / max(rate, 1e-9)))
+                if writer is not None:
+                    for tag, value in (("train/loss", loss), ("train/learning_rate", lr),
+                                       ("train/grad_norm", grad_norm),
+                                       ("train/steps_per_sec", rate)):
+                        writer.add_scalar(tag, value, step)
+                    writer.flush()
+                window.clear()
+                window_start, paused = time.perf_counter(), 0.0
+            pause_start = time.perf_counter()
+            val_metrics = None
+            if evaluate:
+                val_metrics = _validate_and_log(config, model, state.params, val_datasets,
+                                                writer, step)
+            if save:
+                ckpts.save(step, state.params, state.opt_state, {
+                    "format": checkpoints.FORMAT, "step": step, "model": model_cfg,
+                    "config": config.to_dict(), "data": sampler.state(step), "extra": {}},
+                    metrics=val_metrics)
+            paused += time.perf_counter() - pause_start
+    ckpts.wait()
+    return state
+
+
+def _validate_and_log(config, model, params, val_datasets, writer, step):
+    """Validates with eval.py's code, logs the scores, returns the checkpoint metrics.
+
+    Every host validates on its first device (the parameters are replicated, so a host copy
+    is the whole model); the scores are the same everywhere.
+    """
+    results = evaluation.evaluate(model, jax.device_get(params), config.val_data, val_datasets,
+                                  config.scale, protocol="drsan", progress=False)
+    scores = results["datasets"]
+    for name, score in scores.items():
+        logging.info("validation step %d: %s x%d PSNR %.3f dB, SSIM %.4f (%d images)", step, name,
+                     config.scale, score["psnr"], score["ssim"], score["num_images"])
+        if writer is not None:
+            writer.add_scalar(f"val/{name}/psnr", score["psnr"], step)
+            writer.add_scalar(f"val/{name}/ssim", score["ssim"], step)
+    if writer is not None:
+        writer.flush()
+    return {
+        "psnr": float(np.mean([s["psnr"] for s in scores.values()])),
+        "ssim": float(np.mean([s["ssim"] for s in scores.values()])),
+        "datasets": {name: {"psnr": s["psnr"], "ssim": s["ssim"]} for name, s in scores.items()},
+    }
+
+
+__all__ = [
+    "UPSAMPLER",
+    "check_config",
+    "create_optimizer",
+    "create_train_state",
+    "l1_loss",
+    "learning_rate_schedule",
+    "model_config",
+    "params_from_checkpoint",
+    "train_and_evaluate",
+    "train_step",
+]

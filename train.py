@@ -1,0 +1,40 @@
+"""Trains DRSAN: `python train.py --config configs/drsan48s.py --workdir runs/drsan48s_x2`.
+
+Kept short on purpose: it parses flags and calls `drsan_jax.training.train_and_evaluate`, which
+documents what happens. Rerunning the same command resumes from the latest checkpoint in
+--workdir. Override any config field with --config.<field>=<value> (e.g. --config.scale=3); an
+unknown field is an error.
+
+Several hosts: start one process per host with --distributed (JAX detects SLURM, Open MPI,
+Kubernetes or Cloud TPU clusters), or name the coordinator yourself:
+--coordinator_address=host0:1234 --num_processes=2 --process_id=<0 or 1>.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from drsan_jax import parallel, training
+
+flags.DEFINE_string("workdir", None, "Directory for checkpoints and TensorBoard event files.")
+config_flags.DEFINE_config_file("config", None, "Training configuration file.", lock_config=True)
+flags.DEFINE_bool("distributed", False,
+                  "Join a multi-host run with jax.distributed.initialize() (cluster detection).")
+flags.DEFINE_string("coordinator_address", None,
+                    "host:port of process 0 for a multi-host run (implies --distributed).")
+flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-host run.")
+flags.DEFINE_integer("process_id", None, "This process's index in a multi-host run.")
+flags.mark_flags_as_required(["config", "workdir"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.distributed or FLAGS.coordinator_address:
+        parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                        FLAGS.process_id)
+    training.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+    app.run(main)
