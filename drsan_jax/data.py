@@ -17,10 +17,11 @@ by the operating system's page cache rather than the dataset size. Images whose 
 smaller than a patch are skipped with a warning that names them; unreadable files stop the run
 before training with one error that lists them all.
 
-`PatchSampler` draws random aligned LR/HR patch pairs with one of the 8 flips/rotations. The batch
-of step t is a pure function of (seed, host, t), so a resumed run sees exactly the batches it
-would have seen, and background threads may prepare batches ahead in any order. In a multi-host
-run each host reads its own shard of every source (every `process_count`-th image).
+`PatchSampler` draws random aligned LR/HR patch pairs with one of the 8 flips and quarter turns
+(`inference.transform`, the same transforms as the self-ensemble). The batch of step t is a pure
+function of (seed, host, t), so a resumed run sees exactly the batches it would have seen, and
+background threads may prepare batches ahead in any order. In a multi-host run each host reads
+its own shard of every source (every `process_count`-th image).
 """
 
 from __future__ import annotations
@@ -40,11 +41,11 @@ import numpy as np
 from absl import logging
 
 from drsan_jax import image_io, resize
+from drsan_jax.inference import NUM_TRANSFORMS, transform
 
 DIV2K_HR = "DIV2K_train_HR"
 DIV2K_LR = "DIV2K_train_LR_bicubic"
 TFDS_PREFIX = "tfds:"
-NUM_TRANSFORMS = 8  # the dihedral group of the square: 4 rotations, each with or without a flip
 
 # Purposes of the host random streams; each stream is seeded by (seed, host, purpose, counter).
 _CROPS, _ORDER = 0, 1
@@ -318,17 +319,6 @@ def _save_json_atomic(path: Path, value: Any) -> None:
     os.replace(tmp, path)
 
 
-def dihedral(image: np.ndarray, k: int) -> np.ndarray:
-    """Applies the k-th of the 8 flips/rotations (0 is the identity) to an HxWxC image.
-
-    k < 4 rotates by k * 90 degrees; k >= 4 transposes (a flip about the diagonal) and then
-    rotates by (k - 4) * 90 degrees.
-    """
-    if k >= 4:
-        image = image.transpose(1, 0, 2)
-    return np.rot90(image, k % 4)
-
-
 class PatchSampler:
     """Random aligned LR/HR patch pairs; the batch of a step is a pure function of the step.
 
@@ -379,8 +369,8 @@ class PatchSampler:
             h, w = pair.lq.shape[:2]
             y, x = int(rng.integers(h - p + 1)), int(rng.integers(w - p + 1))
             k = int(rng.integers(NUM_TRANSFORMS))
-            lq[i] = dihedral(pair.lq[y:y + p, x:x + p], k)
-            gt[i] = dihedral(pair.gt[y * s:(y + p) * s, x * s:(x + p) * s], k)
+            lq[i] = transform(pair.lq[y:y + p, x:x + p], k)
+            gt[i] = transform(pair.gt[y * s:(y + p) * s, x * s:(x + p) * s], k)
         return {"lq": lq, "gt": gt}
 
     def batches(self, start_step: int, workers: int = 2, prefetch: int = 8
@@ -445,10 +435,8 @@ class PatchSampler:
 __all__ = [
     "DIV2K_HR",
     "DIV2K_LR",
-    "NUM_TRANSFORMS",
     "PatchSampler",
     "TrainingPair",
     "TrainingSet",
-    "dihedral",
     "load_training_set",
 ]
