@@ -31,6 +31,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from drsan_jax import conv
+
 Dtype = Any
 
 DRM_ACTIVATIONS = ("none", "tanh", "sigmoid")
@@ -103,16 +105,21 @@ def upsample_mask(mask: jax.Array | None, s: int) -> jax.Array | None:
     return jnp.repeat(jnp.repeat(mask, s, axis=1), s, axis=2)
 
 
-def _conv(features: int, kernel: int, name: str, dtype: Dtype, param_dtype: Dtype) -> nn.Conv:
-    """A stride-1 'same' convolution with bias, initialised like the authors' code."""
-    return nn.Conv(
+def _conv(features: int, kernel: int, name: str, dtype: Dtype, param_dtype: Dtype,
+          impl: str) -> conv.Conv:
+    """A stride-1 'same' convolution with bias, initialised like the authors' code.
+
+    Its parameters are those of `nn.Conv`; `impl` only chooses how the kernel gradient is
+    computed (`drsan_jax.conv`).
+    """
+    return conv.Conv(
         features,
         (kernel, kernel),
-        padding="SAME",
         kernel_init=_KERNEL_INIT,
         bias_init=nn.initializers.zeros,
         dtype=dtype,
         param_dtype=param_dtype,
+        impl=impl,
         name=name,
     )
 
@@ -129,12 +136,14 @@ class DRM(nn.Module):
     hidden: int = 16
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, f0: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-        h = _conv(self.hidden, 1, "conv_in", self.dtype, self.param_dtype)(f0)
+        h = _conv(self.hidden, 1, "conv_in", self.dtype, self.param_dtype, self.conv_impl)(f0)
         h = PReLU(self.param_dtype, name="prelu")(h)
-        h = _conv(num_paths(self.num_blocks), 1, "conv_out", self.dtype, self.param_dtype)(h)
+        h = _conv(num_paths(self.num_blocks), 1, "conv_out", self.dtype, self.param_dtype,
+                  self.conv_impl)(h)
         # The global mean runs in float32 even under bfloat16 compute: it sums H*W values.
         h = h.astype(jnp.float32)
         if mask is None:
@@ -155,13 +164,16 @@ class ResidualBlock(nn.Module):
     features: int
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, f: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         t = PReLU(self.param_dtype, name="prelu1")(f)
-        t = _masked(_conv(self.features, 3, "conv1", self.dtype, self.param_dtype)(t), mask)
+        t = _masked(_conv(self.features, 3, "conv1", self.dtype, self.param_dtype,
+                          self.conv_impl)(t), mask)
         t = PReLU(self.param_dtype, name="prelu2")(t)
-        return _masked(_conv(self.features, 3, "conv2", self.dtype, self.param_dtype)(t), mask)
+        return _masked(_conv(self.features, 3, "conv2", self.dtype, self.param_dtype,
+                             self.conv_impl)(t), mask)
 
 
 def dynamic_residual(r_n: jax.Array, features: Sequence[jax.Array]) -> jax.Array:
@@ -189,16 +201,18 @@ class DRAG(nn.Module):
     use_fusion: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, f0: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         if self.residual == "dynamic":
             r = DRM(self.num_blocks, self.drm_activation, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name="DRM")(f0, mask)  # (B, M)
+                    param_dtype=self.param_dtype, conv_impl=self.conv_impl,
+                    name="DRM")(f0, mask)  # (B, M)
             self.sow("intermediates", "dra_coefficients", r)
         feats = [f0]
         for n in range(1, self.num_blocks + 1):
-            t = ResidualBlock(self.features, self.dtype, self.param_dtype,
+            t = ResidualBlock(self.features, self.dtype, self.param_dtype, self.conv_impl,
                               name=f"block_{n}")(feats[-1], mask)
             if self.residual == "dynamic":
                 start = path_index(n, 0)
@@ -218,7 +232,8 @@ class DRAG(nn.Module):
         if not self.use_fusion:
             return feats[-1]
         fused = jnp.concatenate(feats, axis=-1)  # (B, H, W, (N+1)c)
-        return _masked(_conv(self.features, 1, "fusion", self.dtype, self.param_dtype)(fused), mask)
+        fusion = _conv(self.features, 1, "fusion", self.dtype, self.param_dtype, self.conv_impl)
+        return _masked(fusion(fused), mask)
 
 
 class Upsampler(nn.Module):
@@ -228,12 +243,14 @@ class Upsampler(nn.Module):
     scale: int
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         stages = [2, 2] if self.scale == 4 else [self.scale]
         for i, s in enumerate(stages):
-            x = _conv(self.features * s * s, 3, f"conv_{i}", self.dtype, self.param_dtype)(x)
+            x = _conv(self.features * s * s, 3, f"conv_{i}", self.dtype, self.param_dtype,
+                      self.conv_impl)(x)
             x = depth_to_space(_masked(x, mask), s)
             mask = upsample_mask(mask, s)
         return x
@@ -254,6 +271,8 @@ class DRSAN(nn.Module):
       use_fusion: concatenate f_0..f_N and fuse with a 1x1 conv (published: True); off returns f_N.
       dtype: computation dtype (e.g. jnp.bfloat16 on accelerators); the output is float32.
       param_dtype: parameter dtype.
+      conv_impl: how convolution kernel gradients are computed, "auto" (per backend), "xla" or
+        "im2col" (`drsan_jax.conv`); the same parameters and values either way.
     """
 
     scale: int = 2
@@ -266,9 +285,11 @@ class DRSAN(nn.Module):
     use_fusion: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    conv_impl: str = "auto"
 
     def __post_init__(self):
         _check_choice("scale", self.scale, SCALES)
+        _check_choice("conv_impl", self.conv_impl, conv.IMPLS)
         _check_choice("drm_activation", self.drm_activation, DRM_ACTIVATIONS)
         _check_choice("residual", self.residual, RESIDUAL_MODES)
         for field in ("features", "num_blocks", "num_groups"):
@@ -294,17 +315,18 @@ class DRSAN(nn.Module):
         if mask is not None and mask.shape != (*lq.shape[:3], 1):
             raise ValueError(f"DRSAN mask must have shape {(*lq.shape[:3], 1)}, got {mask.shape}")
         x = _masked(lq.astype(self.dtype), mask)
-        x0 = _masked(_conv(self.features, 3, "head", self.dtype, self.param_dtype)(x), mask)
+        x0 = _masked(_conv(self.features, 3, "head", self.dtype, self.param_dtype,
+                           self.conv_impl)(x), mask)
         x = x0
         for k in range(self.num_groups):
             x = DRAG(self.features, self.num_blocks, self.drm_activation, self.use_rsa,
                      self.residual, self.use_fusion, self.dtype, self.param_dtype,
-                     name=f"DRAG_{k}")(x, mask)
-        x = _conv(self.features, 3, "body_tail", self.dtype, self.param_dtype)(x)
+                     self.conv_impl, name=f"DRAG_{k}")(x, mask)
+        x = _conv(self.features, 3, "body_tail", self.dtype, self.param_dtype, self.conv_impl)(x)
         x = _masked(x, mask) + x0
-        x = Upsampler(self.features, self.scale, self.dtype, self.param_dtype,
+        x = Upsampler(self.features, self.scale, self.dtype, self.param_dtype, self.conv_impl,
                       name="upsampler")(x, mask)
-        y = _masked(_conv(3, 3, "output", self.dtype, self.param_dtype)(x),
+        y = _masked(_conv(3, 3, "output", self.dtype, self.param_dtype, self.conv_impl)(x),
                     upsample_mask(mask, self.scale))
         return y.astype(jnp.float32)
 
