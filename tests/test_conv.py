@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from drsan_jax import conv
+from drsan_jax.models import DRSAN, init_params
 
 
 def reference(x, kernel, bias):
@@ -61,8 +62,13 @@ def test_large_batch_takes_several_row_chunks():
     x, kernel, bias, g = random_problem((2, 11, 64, 48), (3, 3), 6)
     rows = conv._CHUNK_BYTES // (64 * 9 * 48 * 4)
     assert 1 <= rows < 11 and 11 % rows
-    got, want = jax.jit(lambda x, g: (conv.weight_grad_im2col(x, g, (3, 3)),
-                                      jax.vjp(lambda k: reference(x, k, bias), kernel)[1](g)[0]))(x, g)
+
+    @jax.jit
+    def both(x, g):
+        xla = jax.vjp(lambda k: reference(x, k, bias), kernel)[1](g)[0]
+        return conv.weight_grad_im2col(x, g, (3, 3)), xla
+
+    got, want = both(x, g)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.abs(want).max()))
 
 
@@ -121,3 +127,31 @@ def test_auto_is_im2col_on_cpu_and_xla_elsewhere():
     assert conv.resolve_impl("auto") == conv.default_impl(jax.default_backend())
     with pytest.raises(ValueError, match="conv_impl"):
         conv.resolve_impl("winograd")
+
+
+def test_drsan_gradient_is_the_same_with_every_impl():
+    rng = np.random.default_rng(0)
+    lq = jnp.asarray(rng.uniform(size=(2, 10, 9, 3)), jnp.float32)
+    gt = jnp.asarray(rng.uniform(size=(2, 30, 27, 3)), jnp.float32)
+    tiny = dict(scale=3, features=8, num_blocks=2, num_groups=1)
+    params = init_params(DRSAN(**tiny), jax.random.key(0))
+    # Random biases and PReLU slopes too, so that every parameter's gradient is exercised.
+    params = jax.tree.map(lambda p: p + 0.05 * rng.normal(size=p.shape).astype(np.float32),
+                          params)
+
+    @jax.jit
+    def grads(params):
+        def loss(p, impl):
+            return jnp.mean(jnp.abs(DRSAN(**tiny, conv_impl=impl).apply({"params": p}, lq) - gt))
+        return {impl: jax.value_and_grad(loss)(params, impl) for impl in ("xla", "im2col")}
+
+    results = grads(params)
+    (loss_xla, g_xla), (loss_im2col, g_im2col) = results["xla"], results["im2col"]
+    np.testing.assert_allclose(loss_im2col, loss_xla, rtol=1e-6)
+    chex.assert_trees_all_equal_structs(g_im2col, g_xla)
+    for path, got in jax.tree.flatten_with_path(g_im2col)[0]:
+        want = g_xla
+        for key in path:
+            want = want[key.key]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.abs(want).max()),
+                                   err_msg=jax.tree_util.keystr(path))
