@@ -52,11 +52,11 @@ def run(eval_cli):
 
 
 @pytest.fixture(scope="module")
-def ckpt_x2(tmp_path_factory):
-    """A tiny x2 model saved as a checkpoint at step 123."""
-    model = tiny(2)
+def ckpt_x4(tmp_path_factory):
+    """A tiny x4 model saved as a checkpoint at step 123."""
+    model = tiny(4)
     path = tmp_path_factory.mktemp("ckpt") / "123"
-    config = {"scale": 2, "features": 8, "num_blocks": 2, "num_groups": 1}
+    config = {"scale": 4, "features": 8, "num_blocks": 2, "num_groups": 1}
     return checkpoints.save_params_for_inference(path, config, random_params(model), step=123)
 
 
@@ -78,16 +78,16 @@ def test_bicubic_reproduces_the_reference_table(run, benchmark_dir, tmp_path, sc
         assert results["datasets"]["B100"]["num_images"] == 100
 
 
-def test_checkpoint_per_image_and_exact_shapes(run, benchmark_dir, ckpt_x2, tmp_path, capsys):
-    run(f"--ckpt={ckpt_x2}", "--datasets=Set5", f"--data_dir={benchmark_dir}", "--per_image",
+def test_checkpoint_per_image_and_exact_shapes(run, benchmark_dir, ckpt_x4, tmp_path, capsys):
+    run(f"--ckpt={ckpt_x4}", "--datasets=Set5", f"--data_dir={benchmark_dir}", "--per_image",
         f"--output_json={tmp_path / 'bucketed.json'}")
     table = capsys.readouterr().out
     assert "step 123" in table and "butterfly" in table and "Set5" in table
     bucketed = json.loads((tmp_path / "bucketed.json").read_text())
-    assert bucketed["step"] == 123 and bucketed["scale"] == 2
-    assert bucketed["checkpoint"] == str(ckpt_x2)
+    assert bucketed["step"] == 123 and bucketed["scale"] == 4
+    assert bucketed["checkpoint"] == str(ckpt_x4)
     assert bucketed["model"]["features"] == 8 and bucketed["versions"]["jax"]
-    run(f"--ckpt={ckpt_x2}", "--datasets=Set5", f"--data_dir={benchmark_dir}", "--exact_shapes",
+    run(f"--ckpt={ckpt_x4}", "--datasets=Set5", f"--data_dir={benchmark_dir}", "--exact_shapes",
         f"--output_json={tmp_path / 'exact.json'}")
     exact = json.loads((tmp_path / "exact.json").read_text())
     assert exact["exact_shapes"] and not bucketed["exact_shapes"]
@@ -97,9 +97,9 @@ def test_checkpoint_per_image_and_exact_shapes(run, benchmark_dir, ckpt_x2, tmp_
         assert abs(scores["psnr"] - images[stem]["psnr"]) < 1e-3, stem
 
 
-def test_scale_must_agree_with_the_checkpoint(run, benchmark_dir, ckpt_x2):
-    with pytest.raises(SystemExit, match=r"--scale 3 disagrees with the checkpoint .* x2 model"):
-        run(f"--ckpt={ckpt_x2}", "--scale=3", "--datasets=Set5", f"--data_dir={benchmark_dir}")
+def test_scale_must_agree_with_the_checkpoint(run, benchmark_dir, ckpt_x4):
+    with pytest.raises(SystemExit, match=r"--scale 3 disagrees with the checkpoint .* x4 model"):
+        run(f"--ckpt={ckpt_x4}", "--scale=3", "--datasets=Set5", f"--data_dir={benchmark_dir}")
 
 
 @pytest.mark.parametrize("args,match", [

@@ -93,26 +93,26 @@ def test_known_noise(tmp_path, lq_rgb):
 
 
 def test_results_json_and_saved_images(benchmark_dir, tmp_path):
-    model = tiny(2)
+    model = tiny(4)
     params = random_params(model)
-    results = evaluate(model, params, benchmark_dir, ["Set5"], 2, save_images=tmp_path,
+    results = evaluate(model, params, benchmark_dir, ["Set5"], 4, save_images=tmp_path,
                        progress=False)
     set5 = results["datasets"]["Set5"]
     assert list(set5["images"]) == ["baby", "bird", "butterfly", "head", "woman"]
     assert set5["num_images"] == 5
     assert set5["psnr"] == pytest.approx(np.mean([s["psnr"] for s in set5["images"].values()]))
     assert set5["ssim"] == pytest.approx(np.mean([s["ssim"] for s in set5["images"].values()]))
-    assert results["protocol"] == "drsan" and results["scale"] == 2
+    assert results["protocol"] == "drsan" and results["scale"] == 4
     assert results["model"]["features"] == 8 and results["model"]["variant"] is None
     assert {"jax", "flax", "numpy", "drsan_jax", "python"} <= set(results["versions"])
     json_path = tmp_path / "out" / "results.json"
     evaluation.write_json(results, json_path)
     assert json.loads(json_path.read_text()) == results
-    saved = read_image(tmp_path / "x2" / "Set5" / "bird.png")
+    saved = read_image(tmp_path / "x4" / "Set5" / "bird.png")
     hr = read_image(benchmark_dir / "HR" / "Set5" / "bird.png")
     assert saved.shape == hr.shape and saved.dtype == np.uint8
     # Re-scoring the saved PNG gives the reported number: what is saved is what was scored.
-    assert metrics.evaluate_pair(saved, hr, 2)[0] == set5["images"]["bird"]["psnr"]
+    assert metrics.evaluate_pair(saved, hr, 4)[0] == set5["images"]["bird"]["psnr"]
     table = evaluation.format_table(results, per_image=True)
     assert "Set5" in table and "butterfly" in table and f"{set5['psnr']:.3f}" in table
 
