@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         upscaler = load(args.ckpt, args.which)
     except RuntimeError as e:  # JAX cannot start the requested backend
-        parser.error(f"--device {args.device}: {str(e).splitlines()[0]}")
+        parser.error(f"--device {args.device}: JAX cannot run on it here "
+                     f"({str(e).splitlines()[0]})")
     except (FileNotFoundError, ValueError) as e:
         # Orbax describes a parameter tree that does not fit the model over many lines.
         parser.error(f"--ckpt {args.ckpt}: cannot load a DRSAN checkpoint: "

@@ -1,0 +1,66 @@
+"""Peak memory and time of `python -m drsan_jax.upscale` on one large photo.
+
+    python benchmarks/upscale_memory.py                      # 4000x3000 -> x4 with DRSAN-32s
+    python benchmarks/upscale_memory.py --size 1200x900 --scale 2 --tile none
+
+The photo is a real image (a B100 ground truth) enlarged to the requested size; the network is
+the published architecture with freshly initialised weights (memory and time do not depend on
+the weight values). The command runs in a child process, so its peak resident set size is the
+whole upscale run's: reading, every tile, and writing the PNG. Prints numbers; asserts nothing.
+"""
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+
+from drsan_jax import api
+from drsan_jax.checkpoints import save_params_for_inference
+from drsan_jax.image_io import read_image, write_image
+from drsan_jax.models import build_model, init_params
+from drsan_jax.resize import imresize
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", default="32s")
+    parser.add_argument("--scale", type=int, default=4)
+    parser.add_argument("--size", default="4000x3000", help="input WIDTHxHEIGHT")
+    parser.add_argument("--tile", default="auto", help="passed to the command's --tile")
+    parser.add_argument("--photo", type=Path, default=DATA / "benchmark/HR/B100/108005.png")
+    args = parser.parse_args()
+    width, height = map(int, args.size.split("x"))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = build_model(args.variant, args.scale)
+        ckpt = save_params_for_inference(tmp / "ckpt", {"variant": args.variant,
+                                                        "scale": args.scale},
+                                         init_params(model, jax.random.key(0)))
+        photo = tmp / "in" / "photo.png"
+        write_image(photo, imresize(read_image(args.photo), output_shape=(height, width)))
+        count = api.load(ckpt).tile_count(height, width, None if args.tile == "none" else
+                                          int(args.tile) if args.tile.isdigit() else "auto")
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "drsan_jax.upscale", str(photo), "--ckpt",
+                        str(ckpt), "--output", str(tmp / "out"), "--tile", args.tile],
+                       check=True)
+        seconds = time.perf_counter() - start
+        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
+        # The size from the PNG header: Pillow refuses to decode more than ~179 Mpixels.
+        header = (tmp / "out" / "photo.png").read_bytes()[16:24]
+        out_w, out_h = int.from_bytes(header[:4], "big"), int.from_bytes(header[4:], "big")
+    print(f"DRSAN-{args.variant} x{args.scale}: {width}x{height} -> {out_w}x{out_h}, "
+          f"{count} tile(s) (--tile {args.tile})")
+    print(f"wall time {seconds:.1f} s, peak RSS {peak_kib / 2**20:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()
