@@ -18,11 +18,8 @@ from pathlib import Path
 import jax
 from tqdm import tqdm
 
-from drsan_jax.api import DEFAULT_OVERLAP, load
+from drsan_jax.api import DEFAULT_OVERLAP, Upscaler, load
 from drsan_jax.image_io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, write_image
-
-_DEVICES = {"cpu": "cpu", "gpu": "gpu"}
-
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     """The command line's flags (see --help)."""
@@ -48,7 +45,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
                              "%(default)s), 'none', or a tile size in LR pixels")
     parser.add_argument("--tile_overlap", type=int, default=None,
                         help="least overlap of neighbouring tiles in LR pixels")
-    parser.add_argument("--device", choices=sorted(_DEVICES), default=None,
+    parser.add_argument("--device", choices=("cpu", "gpu"), default=None,
                         help="where to run; default: JAX's choice (a GPU if there is one)")
     return parser, parser.parse_args(argv)
 
@@ -108,18 +105,51 @@ def plan_outputs(inputs: list[str], output_dir: Path) -> list[tuple[Path, Path]]
     return pairs
 
 
+def upscale_files(upscaler: Upscaler, pairs: list[tuple[Path, Path]], tile: int | str | None,
+                  overlap: int, self_ensemble: bool) -> list[str]:
+    """Upscales every (input, output) pair with progress bars over images and tiles.
+
+    Args:
+      upscaler: the loaded model.
+      pairs: from `plan_outputs`.
+      tile: as `Upscaler.upscale` takes it.
+      overlap: the least tile overlap in LR pixels.
+      self_ensemble: average the 8 flips and quarter turns.
+
+    Returns:
+      One line per input that could not be read, upscaled or written; the others are done.
+    """
+    failures = []
+    for src, dst in tqdm(pairs, desc=f"x{upscaler.scale}", unit="image", file=sys.stderr):
+        try:
+            image = read_image(src)
+            height, width = image.shape[:2]
+            resolved = upscaler.resolve_tile(height, width, tile, overlap, self_ensemble)
+            count = upscaler.tile_count(height, width, resolved, overlap, self_ensemble)
+            with tqdm(total=count, desc=src.name, unit="tile", leave=False, file=sys.stderr,
+                      disable=count == 1) as bar:
+                sr = upscaler.upscale(image, self_ensemble, resolved, overlap, bar.update)
+            write_image(dst, sr)
+        except (ImageReadError, ValueError, OSError) as e:
+            failures.append(f"{src}: {e}")
+            tqdm.write(f"error: {e}", file=sys.stderr)
+    return failures
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the command; returns the exit status (1 if any image failed, else 0)."""
     parser, args = parse_args(argv)
     tile = _parse_tile(parser, args.tile)
+    overlap = DEFAULT_OVERLAP if args.tile_overlap is None else args.tile_overlap
+    if overlap < 0 or (isinstance(tile, int) and 2 * overlap >= tile):
+        parser.error(f"--tile_overlap {overlap} must be from 0 to below half of --tile {tile}")
     try:
         pairs = plan_outputs(args.inputs, args.output)
     except ValueError as e:
         parser.error(str(e))
     if args.device is not None:
         # Must precede the first use of a device in this process; later it has no effect.
-        jax.config.update("jax_platforms", _DEVICES[args.device])
-    overlap = DEFAULT_OVERLAP if args.tile_overlap is None else args.tile_overlap
+        jax.config.update("jax_platforms", args.device)
     try:
         upscaler = load(args.ckpt, args.which)
     except RuntimeError as e:  # JAX cannot start the requested backend
@@ -132,30 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.scale is not None and args.scale != upscaler.scale:
         parser.error(f"--ckpt {args.ckpt} is a x{upscaler.scale} model, but --scale is "
                      f"{args.scale}")
-    if isinstance(tile, int) and 2 * overlap >= tile:
-        parser.error(f"--tile_overlap {overlap} must be below half of --tile {tile}")
-
-    failures = []
-    for src, dst in tqdm(pairs, desc=f"x{upscaler.scale}", unit="image", file=sys.stderr):
-        try:
-            image = read_image(src)
-            height, width = image.shape[:2]
-            resolved = upscaler.resolve_tile(height, width, tile, overlap, args.self_ensemble)
-            count = upscaler.tile_count(height, width, resolved, overlap, args.self_ensemble)
-            with tqdm(total=count, desc=src.name, unit="tile", leave=False, file=sys.stderr,
-                      disable=count == 1) as bar:
-                sr = upscaler.upscale(image, args.self_ensemble, resolved, overlap, bar.update)
-            write_image(dst, sr)
-        except (ImageReadError, ValueError, OSError) as e:
-            failures.append(f"{src}: {e}")
-            tqdm.write(f"error: {e}", file=sys.stderr)
+    failures = upscale_files(upscaler, pairs, tile, overlap, args.self_ensemble)
     if failures:
         print(f"{len(failures)} of {len(pairs)} images failed:", *failures, sep="\n  ",
               file=sys.stderr)
         return 1
     print(f"wrote {len(pairs)} image(s) to {args.output}{os.sep}", file=sys.stderr)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -90,7 +90,7 @@ def test_files_and_tiles_and_self_ensemble(inputs, ckpt, tmp_path, capsys):
     ("wrong_ckpt", "--ckpt .*: cannot load a DRSAN checkpoint: .*shape"),
     ("wrong_scale", "is a x2 model, but --scale is 3"),
     ("bad_tile", "--tile must be"),
-    ("bad_overlap", "--tile_overlap 16 must be below half of --tile 32"),
+    ("bad_overlap", "--tile_overlap 16 must be from 0 to below half of --tile 32"),
 ])
 def test_usage_errors_name_the_problem(case, message, inputs, ckpt, tmp_path, capsys):
     rgb, out = inputs / "rgb.png", tmp_path / "out"
