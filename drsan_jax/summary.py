@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from drsan_jax.conv import Conv
 from drsan_jax.models import DRSAN, SCALES, VARIANTS, build_model, count_params, param_shapes
 
 HR_SIZE_720P = (720, 1280)  # (H, W) of the HR output behind the paper's MAC figures.
@@ -38,7 +39,7 @@ def conv_macs(model: DRSAN, hr_size: tuple[int, int] = HR_SIZE_720P) -> float:
     def count(next_fun, args, kwargs, context):
         nonlocal macs
         module = context.module
-        if isinstance(module, nn.Conv) and context.method_name == "__call__":
+        if isinstance(module, (Conv, nn.Conv)) and context.method_name == "__call__":
             x = args[0]
             out = next_fun(*args, **kwargs)
             kh, kw = module.kernel_size
