@@ -3,7 +3,8 @@
 Kept short on purpose: it parses flags and calls `drsan_jax.training.train_and_evaluate`, which
 documents what happens. Rerunning the same command resumes from the latest checkpoint in
 --workdir. Override any config field with --config.<field>=<value> (e.g. --config.scale=3); an
-unknown field is an error.
+unknown field is an error. On a CPU-only machine the host is split into one XLA device per core
+for the data-parallel mesh (`drsan_jax.runtime`; DRSAN_JAX_CPU_DEVICES overrides it).
 
 Several hosts: start one process per host with --distributed (JAX detects SLURM, Open MPI,
 Kubernetes or Cloud TPU clusters), or name the coordinator yourself:
@@ -13,7 +14,7 @@ Kubernetes or Cloud TPU clusters), or name the coordinator yourself:
 from absl import app, flags
 from ml_collections import config_flags
 
-from drsan_jax import parallel, training
+from drsan_jax import parallel, runtime, training
 
 flags.DEFINE_string("workdir", None, "Directory for checkpoints and TensorBoard event files.")
 config_flags.DEFINE_config_file("config", None, "Training configuration file.", lock_config=True)
@@ -30,6 +31,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    # Before JAX starts: the compilation cache, and on a CPU one XLA device per core.
+    runtime.configure(batch_size=FLAGS.config.batch_size)
     if FLAGS.distributed or FLAGS.coordinator_address:
         parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                         FLAGS.process_id)

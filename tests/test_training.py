@@ -255,7 +255,9 @@ def test_a_killed_run_resumes_without_loss(reference_run, compilation_cache, tmp
         *((f"model.{k}", v) for k, v in TINY_MODEL.items()))]
     command = [sys.executable, str(REPO / "train.py"), f"--config={REPO}/configs/default.py",
                f"--workdir={tmp_path}", *flags_]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": compilation_cache,
+    # One CPU device, like this process, so that the floats are those of the reference run.
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "DRSAN_JAX_CPU_DEVICES": "1",
+           "JAX_COMPILATION_CACHE_DIR": compilation_cache,
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
