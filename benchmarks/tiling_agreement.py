@@ -7,9 +7,10 @@ For every tile size and overlap, each benchmark LR image larger than one tile is
 and tiled (images that fit in one tile are left out: nothing changes for them). Printed are the
 number of such images, their mean tile count, their mean Y-PSNR against HR both ways (the
 "drsan" protocol of the published tables), the difference, the worst single-image difference,
-and the PSNR of all tiled outputs against the whole-image ones (how close the pictures are). The benchmark LR images
-are small (at most about 250x180 at x2), so the tiles measured are small too: the DRM change
-shrinks as tiles grow, and the default tile is several times larger than these.
+and the PSNR of all tiled outputs against the whole-image ones (how close the pictures are).
+The benchmark LR images are small (at most 360x288 at x2), so the tiles measured on them are
+small too; `--inputs hr` upscales the HR images instead, to measure larger tiles by agreement
+alone. The DRM change shrinks as tiles grow.
 Prints numbers; asserts nothing.
 """
 

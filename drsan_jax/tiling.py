@@ -35,7 +35,7 @@ from drsan_jax.inference import NUM_TRANSFORMS, bucket_shape
 from drsan_jax.models import param_shapes
 
 # (h, w, 3) float32 LR in [0, 1] -> (h * scale, w * scale, 3) float32 HR.
-Predictor = Callable[[np.ndarray], np.ndarray]
+PredictFn = Callable[[np.ndarray], np.ndarray]
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -169,7 +169,7 @@ def num_tiles(height: int, width: int, tile: int | None, overlap: int) -> int:
 
 
 def upscale_tiled(
-    predict: Predictor,
+    predict: PredictFn,
     lq: np.ndarray,
     scale: int,
     out: np.ndarray,
@@ -180,7 +180,7 @@ def upscale_tiled(
     """Super-resolves an image tile by tile into a preallocated integer output.
 
     Args:
-      predict: the network on one LR image (see `Predictor`); it is called with at most
+      predict: the network on one LR image (see `PredictFn`); it is called with at most
         `tile` x `tile` pixels.
       lq: (H, W, 3) float32 LR image in [0, 1].
       scale: the upscaling factor of `predict`.

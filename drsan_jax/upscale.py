@@ -19,7 +19,14 @@ import jax
 from tqdm import tqdm
 
 from drsan_jax.api import DEFAULT_OVERLAP, Upscaler, load
-from drsan_jax.image_io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, write_image
+from drsan_jax.image_io import (
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    list_images,
+    read_image,
+    write_image,
+)
+
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     """The command line's flags (see --help)."""

@@ -129,8 +129,8 @@ def test_inspect_equals_the_unpadded_network(upscaler, lq):
     assert info.dra_coefficients.shape == (TINY["num_groups"], num_paths(TINY["num_blocks"]))
     np.testing.assert_allclose(info.dra_coefficients, r, rtol=1e-5, atol=1e-6)
     assert list(info.rsa_maps) == [(0, 2)]
-    np.testing.assert_allclose(info.rsa_maps[0, 2], state["attention"]["DRAG_0"]["rsa_block_2"][0][0],
-                               atol=1e-5)
+    attention = state["attention"]["DRAG_0"]["rsa_block_2"][0][0]
+    np.testing.assert_allclose(info.rsa_maps[0, 2], attention, atol=1e-5)
     assert np.abs(info.sr.astype(int) - to_uint8(np.asarray(sr[0]))).max() <= 1
     matrix = info.dra_matrix(0)
     assert matrix[1, 0] == info.dra_coefficients[0, path_index(2, 0)]

@@ -12,8 +12,8 @@ from upscale_fixtures import TINY, lr_crop, save_tiny_checkpoint
 
 from drsan_jax import api, upscale
 from drsan_jax.checkpoints import save_params_for_inference
-from drsan_jax.models import DRSAN, init_params
 from drsan_jax.image_io import read_image, write_image
+from drsan_jax.models import DRSAN, init_params
 from drsan_jax.resize import imresize
 
 
