@@ -72,6 +72,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         checkpoints.build_model_from_config(model_config(config))
     except ValueError as e:
         raise ValueError(f"--config.model.*: {e}") from None
+    if config.init_from:
+        try:
+            checkpoints.find_step_dir(config.init_from)
+        except (FileNotFoundError, ValueError) as e:
+            raise ValueError(f"--config.init_from={config.init_from!r}: {e}") from None
     for name in _val_datasets(config):
         try:
             evaluation.pair_images(config.val_data, name, config.scale)

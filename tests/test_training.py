@@ -196,7 +196,8 @@ def test_config_errors_name_the_flag(configs_module, train_images, benchmark):
                                ({"batch_size": 0}, "--config.batch_size=0"),
                                ({"model": {"variant": "64s"}}, "--config.model"),
                                ({"model": {"dtype": "float16"}}, "--config.model.dtype"),
-                               ({"val_datasets": "Set6"}, "Set6.*found: .*Set5")):
+                               ({"val_datasets": "Set6"}, "Set6.*found: .*Set5"),
+                               ({"init_from": "/nowhere"}, "init_from='/nowhere'.*not exist")):
         config = _tiny_config(configs_module, train_images, benchmark)
         config.unlock()
         config.update(overrides)
