@@ -18,6 +18,7 @@ from pathlib import Path
 import jax
 from tqdm import tqdm
 
+from drsan_jax import runtime
 from drsan_jax.api import DEFAULT_OVERLAP, Upscaler, load
 from drsan_jax.image_io import (
     IMAGE_EXTENSIONS,
@@ -154,8 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         pairs = plan_outputs(args.inputs, args.output)
     except ValueError as e:
         parser.error(str(e))
+    # Both must precede the first use of a device in this process; later they have no effect.
+    runtime.configure()  # the persistent compilation cache, the CPU cores
     if args.device is not None:
-        # Must precede the first use of a device in this process; later it has no effect.
         jax.config.update("jax_platforms", args.device)
     try:
         upscaler = load(args.ckpt, args.which)

@@ -17,6 +17,13 @@ from drsan_jax.models import DRSAN, init_params
 from drsan_jax.resize import imresize
 
 
+@pytest.fixture(autouse=True)
+def no_runtime_side_effects(monkeypatch):
+    """main() calls runtime.configure(): no persistent cache written from tests, one device."""
+    monkeypatch.setenv("DRSAN_JAX_CACHE_DIR", "none")
+    monkeypatch.setenv("DRSAN_JAX_CPU_DEVICES", "1")
+
+
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
