@@ -17,6 +17,12 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
+from PIL import Image as PILImage
+
+# Pillow refuses images over ~179 Mpixels as possible decompression bombs, but a 4000x3000 photo
+# upscaled x4 is 192 Mpixels. These are the user's own files: allow up to 2^30 pixels (4 GiB as
+# RGBA uint8) so results can be read back, while a truly absurd header is still refused.
+PILImage.MAX_IMAGE_PIXELS = 2**30
 
 IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 
