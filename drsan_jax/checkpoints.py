@@ -96,7 +96,9 @@ def build_model_from_config(model_config: dict[str, Any]) -> DRSAN:
     """The DRSAN a (possibly partial, see `normalize_model_config`) model configuration names."""
     config = normalize_model_config(model_config)
     kwargs = {k: v for k, v in config.items() if k != "variant"}
-    kwargs["dtype"] = jnp.dtype(kwargs["dtype"])
+    # The scalar type (jnp.float32), not jnp.dtype("float32"): the two compare equal but hash
+    # differently, and a loaded model must share compiled programs with build_model's.
+    kwargs["dtype"] = getattr(jnp, kwargs["dtype"])
     return DRSAN(**kwargs)
 
 
