@@ -10,7 +10,8 @@ Measures, for one variant and scale, on the default backend (CPU or GPU):
   the plain-convolution program so that the number does not depend on `conv_impl`) and its
   fraction of a peak measured here with large matmuls, and the step's scratch memory;
 - infer: ms per image for LR sizes 120x80 (B100 at x4), 240x160, 320x180 and 512x384
-  (jitted `model.apply` on one device, compile time reported separately);
+  (jitted `model.apply` on one device, compile time reported separately; with several devices
+  also with the image's rows split over them);
 - eval: wall time of `evaluation.evaluate` on Set5+Set14+B100, compilations included;
 - data: batches/s of `data.PatchSampler` (one thread, and its prefetching iterator) against the
   train step's consumption;
@@ -185,20 +186,39 @@ def bench_train(args, model, params, out: dict) -> None:
 
 
 def bench_infer(args, model, params, out: dict) -> None:
+    """Seconds per image: on one device, as `inference.Predictor` runs it, and rows split.
+
+    With several devices the image's rows are also split over all of them (XLA exchanges the
+    border rows each convolution needs), which `Predictor` does not do; the largest difference
+    from the one-device output is recorded beside the time.
+    """
     import jax
+    import jax.numpy as jnp
+    from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
     forward = jax.jit(lambda p, x: model.apply({"params": p}, x))
     out["infer_median_s"], out["infer_cpu_s"], out["infer_compile_s"] = {}, {}, {}
+    devices = jax.device_count()
+    if devices > 1:
+        rows = NamedSharding(jax.make_mesh((devices,), ("rows",), axis_types=(AxisType.Auto,)),
+                             PartitionSpec(None, "rows"))
+        out["infer_rows_split_median_s"], out["infer_rows_split_max_abs_diff"] = {}, {}
     out["infer_load_before"] = load()
     for w, h in INFER_SIZES:
         key = f"{w}x{h}"
         x = jax.device_put(jax.random.uniform(jax.random.key(1), (1, h, w, 3)))
         t = time.perf_counter()
-        forward(params, x).block_until_ready()
+        y = forward(params, x).block_until_ready()
         out["infer_compile_s"][key] = time.perf_counter() - t
         wall, cpu = timed(lambda: forward(params, x).block_until_ready(), 1, args.infer_iters)
         out["infer_median_s"][key] = statistics.median(wall)
         out["infer_cpu_s"][key] = statistics.median(cpu)
+        if devices > 1 and h % devices == 0:
+            xs = jax.device_put(x, rows)
+            diff = jnp.abs(forward(params, xs) - y).max()
+            out["infer_rows_split_max_abs_diff"][key] = float(diff)
+            wall, _ = timed(lambda: forward(params, xs).block_until_ready(), 1, args.infer_iters)
+            out["infer_rows_split_median_s"][key] = statistics.median(wall)
     out["infer_load_after"] = load()
 
 
@@ -410,6 +430,9 @@ def ratios(out: dict) -> dict:
                                                 / peer["train_step_median_s"])
         for key, seconds in out.get("infer_median_s", {}).items():
             result[f"infer_{key}_vs_torch_{mode}"] = seconds / peer["infer_median_s"][key]
+        for key, seconds in out.get("infer_rows_split_median_s", {}).items():
+            result[f"infer_rows_split_{key}_vs_torch_{mode}"] = (
+                seconds / peer["infer_median_s"][key])
     return result
 
 
@@ -440,13 +463,15 @@ def table(out: dict) -> str:
             f"{out['train_load_after']}",
         ]
     if "infer_median_s" in out:
+        split = out.get("infer_rows_split_median_s", {})
         lines.append(f"  {'inference (ms/image)':24}{'JAX':>9}{'torch':>10}{'compile':>10}"
-                     f"{'JAX compile (s)':>17}")
+                     f"{'JAX compile (s)':>17}{'JAX rows split':>16}")
         for key, seconds in out["infer_median_s"].items():
             tm = [peer(m, "infer_median_s", key) for m in ("eager", "compile")]
             tm = [f"{1000 * float(v):9.1f}" if v.strip() != "-" else v for v in tm]
+            rows = f"{1000 * split[key]:16.1f}" if key in split else f"{'-':>16}"
             lines.append(f"  {key:24}{1000 * seconds:9.1f} {tm[0]} {tm[1]}"
-                         f"{out['infer_compile_s'][key]:17.1f}")
+                         f"{out['infer_compile_s'][key]:17.1f}{rows}")
     if "eval_wall_s" in out:
         lines.append(f"eval {'+'.join(EVAL_DATASETS)} ({out['eval_images']} images, "
                      f"{out['eval_programs_compiled']} programs compiled): "
