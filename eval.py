@@ -12,7 +12,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from drsan_jax import evaluation, image_io, metrics
+from drsan_jax import evaluation, image_io
 
 flags.DEFINE_string("ckpt", None, "Checkpoint: a training workdir, its checkpoints/ folder, or "
                     "one step folder. Sets the model, its variant and scale.")
@@ -24,8 +24,9 @@ flags.DEFINE_integer("scale", None, "SR factor; taken from the checkpoint (and m
                      "it if given). Required with --method bicubic.")
 flags.DEFINE_string("data_dir", None, "Benchmark folder with HR/<name>/ and x<scale>/<name>/ "
                     f"(default: ${evaluation.BENCHMARK_DIR_ENV}, else ../shared/data/benchmark).")
-flags.DEFINE_enum("protocol", "drsan", metrics.PROTOCOLS,
-                  "Scoring protocol (see drsan_jax/metrics.py).")
+flags.DEFINE_enum("protocol", "drsan", evaluation.PROTOCOL_CHOICES,
+                  "Scoring protocol (see drsan_jax/metrics.py); 'both' scores each SR image, "
+                  "computed once, under drsan and matlab.")
 flags.DEFINE_bool("per_image", False, "Also print every image's PSNR / SSIM.")
 flags.DEFINE_string("output_json", None, "Write the results to this JSON file.")
 flags.DEFINE_string("save_images", None, "Write the SR images to DIR/x<scale>/<dataset>/.")

@@ -7,9 +7,9 @@ MATLAB-compatible `bicubic_downscale`, which reproduces the released LR files bi
 
 Each image is super-resolved (by a model through `inference.Predictor`, or by MATLAB-bicubic
 upscaling, the first row of every table), clipped and rounded to 8 bits, and scored by
-`metrics.evaluate_pair` under one of the two protocols (`metrics.PROTOCOLS`): Y channel of
-BT.601, `scale` pixels removed from every border, HR cropped to the SR size. A dataset's score
-is the mean over its images.
+`metrics.evaluate_pair` under one of the two protocols (`metrics.PROTOCOLS`), or under both from
+the one inference pass (protocol "both"): Y channel of BT.601, `scale` pixels removed from every
+border, HR cropped to the SR size. A dataset's score is the mean over its images.
 
 Grey ground truth: under "drsan" a model's RGB output is scored as it is (grey HR counts as three
 equal channels). Under "matlab", where grey images are scored on their grey levels, the RGB
@@ -48,6 +48,9 @@ from drsan_jax.models import VARIANTS
 from drsan_jax.resize import bicubic_downscale, bicubic_upscale
 
 METHODS = ("model", "bicubic")
+# What `evaluate` accepts: one protocol, or "both" to score every SR image under each of them.
+BOTH = "both"
+PROTOCOL_CHOICES = (*metrics.PROTOCOLS, BOTH)
 BENCHMARK_DIR_ENV = "DRSAN_BENCHMARK_DIR"
 # The order of the published tables; other datasets follow alphabetically.
 TABLE_ORDER = ("Set5", "Set14", "B100", "BSD100", "Urban100", "Manga109", "DIV2K")
@@ -262,7 +265,8 @@ def evaluate(
       data_dir: the benchmark folder, with HR/<name>/ and x<scale>/<name>/.
       datasets: names under data_dir/HR (a list or "Set5,Set14"); None for all of them.
       scale: the SR factor; must be the model's.
-      protocol: "drsan" or "matlab" (see `drsan_jax.metrics`).
+      protocol: "drsan" or "matlab" (see `drsan_jax.metrics`), or "both": each image is
+        super-resolved once and scored under both protocols.
       method: "model", or "bicubic" for MATLAB-bicubic upscaling of the LR images.
       self_ensemble: average the model's outputs over the 8 flips and quarter turns.
       exact_shapes: plain whole-image inference, one compiled program per image size, instead
@@ -275,6 +279,8 @@ def evaluate(
        "protocol", "scale", "method", "model", "self_ensemble", "exact_shapes", "checkpoint",
        "step", "data_dir", "versions"}; "model" describes the network (None for bicubic) and
       "checkpoint" / "step" are None here (`evaluate_and_report` fills them from a checkpoint).
+      For protocol "both": {"protocol": "both", "results": {"drsan": ..., "matlab": ...}}, each
+      inner dict exactly what a run with that one protocol returns.
 
     Raises:
       EvaluationError: a bad request, a missing dataset or partner image (all checked before
@@ -282,8 +288,9 @@ def evaluate(
         score.
       ImageReadError: an image cannot be read.
     """
-    if protocol not in metrics.PROTOCOLS:
-        raise EvaluationError(f"unknown protocol {protocol!r}; expected one of {metrics.PROTOCOLS}")
+    if protocol not in PROTOCOL_CHOICES:
+        raise EvaluationError(f"unknown protocol {protocol!r}; expected one of {PROTOCOL_CHOICES}")
+    protocols = metrics.PROTOCOLS if protocol == BOTH else (protocol,)
     if method not in METHODS:
         raise EvaluationError(f"unknown method {method!r}; expected one of {METHODS}")
     if not isinstance(scale, (int, np.integer)) or scale < 2:
@@ -311,55 +318,71 @@ def evaluate(
     if method == "model":
         predictor = inference.Predictor(model, params, self_ensemble=self_ensemble,
                                         exact_shapes=exact_shapes)
-    results = {}
+    scores = {p: {} for p in protocols}
     for name, dataset in pairs.items():
-        results[name] = _evaluate_dataset(name, dataset, scale, protocol, predictor,
-                                          save_images, progress)
-    return {
-        "datasets": results,
-        "protocol": protocol,
-        "scale": int(scale),
-        "method": method,
-        "model": describe_model(model) if method == "model" else None,
-        "self_ensemble": self_ensemble,
-        "exact_shapes": exact_shapes,
-        "checkpoint": None,
-        "step": None,
-        "data_dir": str(data_dir.resolve()),
-        "versions": software_versions(),
+        by_protocol = _evaluate_dataset(name, dataset, scale, protocols, predictor, save_images,
+                                        progress)
+        for p in protocols:
+            scores[p][name] = by_protocol[p]
+    results = {
+        p: {
+            "datasets": scores[p],
+            "protocol": p,
+            "scale": int(scale),
+            "method": method,
+            "model": describe_model(model) if method == "model" else None,
+            "self_ensemble": self_ensemble,
+            "exact_shapes": exact_shapes,
+            "checkpoint": None,
+            "step": None,
+            "data_dir": str(data_dir.resolve()),
+            "versions": software_versions(),
+        }
+        for p in protocols
     }
+    return {"protocol": BOTH, "results": results} if protocol == BOTH else results[protocol]
 
 
 def _evaluate_dataset(
     name: str,
     pairs: list[ImagePair],
     scale: int,
-    protocol: str,
+    protocols: Sequence[str],
     predictor: inference.Predictor | None,
     save_images: str | os.PathLike | None,
     progress: bool,
-) -> dict[str, Any]:
-    """Scores one dataset; `predictor` None means bicubic upscaling."""
+) -> dict[str, dict[str, Any]]:
+    """Scores one dataset under each protocol, super-resolving every image once.
+
+    `predictor` None means bicubic upscaling. Returns {protocol: {"psnr", "ssim", "num_images",
+    "images"}}.
+    """
     loaded = [load_pair(pair, scale) for pair in pairs]
     if predictor is None:
         outputs = ((i, bicubic_upscale(lq, scale)) for i, (lq, _) in enumerate(loaded))
     else:
         outputs = ((i, inference.to_uint8(sr))
                    for i, sr in predictor.predict_iter([lq for lq, _ in loaded]))
-    scores = {}
+    scores = {p: {} for p in protocols}
     with tqdm(total=len(pairs), desc=f"{name} x{scale}", unit="image", file=sys.stderr,
               disable=not progress, leave=False) as bar:
         for i, sr in outputs:
             pair, gt = pairs[i], loaded[i][1]
             if save_images is not None:
                 write_image(Path(save_images) / f"x{scale}" / name / f"{pair.stem}.png", sr)
-            try:
-                psnr, ssim = metrics.evaluate_pair(_as_scored(sr, gt, protocol), gt, scale,
-                                                   protocol)
-            except ValueError as e:
-                raise EvaluationError(f"cannot score {pair.gt_path}: {e}") from e
-            scores[pair.stem] = {"psnr": psnr, "ssim": ssim}
+            for protocol in protocols:
+                try:
+                    psnr, ssim = metrics.evaluate_pair(_as_scored(sr, gt, protocol), gt, scale,
+                                                       protocol)
+                except ValueError as e:
+                    raise EvaluationError(f"cannot score {pair.gt_path}: {e}") from e
+                scores[protocol][pair.stem] = {"psnr": psnr, "ssim": ssim}
             bar.update()
+    return {protocol: _summarize(pairs, scores[protocol]) for protocol in protocols}
+
+
+def _summarize(pairs: list[ImagePair], scores: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """A dataset's result: mean PSNR / SSIM and the per-image scores, in file order."""
     images = {pair.stem: scores[pair.stem] for pair in pairs}  # file order, not bucket order
     return {
         "psnr": float(np.mean([s["psnr"] for s in images.values()])),
@@ -411,8 +434,11 @@ def format_table(results: dict[str, Any], per_image: bool = False) -> str:
       per_image: list every image's scores under its dataset first.
 
     Returns:
-      A header naming what was evaluated and how, then one row per dataset.
+      A header naming what was evaluated and how, then one row per dataset; for protocol
+      "both", the table of each protocol, one after the other.
     """
+    if results["protocol"] == BOTH:
+        return "\n\n".join(format_table(r, per_image) for r in results["results"].values())
     scale, protocol = results["scale"], results["protocol"]
     lines = [f"{_method_name(results)} x{scale}, protocol {protocol}: PSNR (dB) / SSIM on Y "
              f"(BT.601), {scale}-pixel border removed"]
@@ -442,7 +468,7 @@ def _method_name(results: dict[str, Any]) -> str:
 
 
 def write_json(results: dict[str, Any], path: str | os.PathLike) -> None:
-    """Writes the results of `evaluate` as indented JSON, creating missing folders."""
+    """Writes the results of `evaluate` (either shape) as indented JSON, making its folders."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
@@ -479,7 +505,8 @@ def evaluate_and_report(
       output_json: write the results there (see `write_json`).
 
     Returns:
-      The results of `evaluate`, with "checkpoint", "step" and the variant from the checkpoint.
+      The results of `evaluate`, with "checkpoint", "step" and the variant from the checkpoint
+      (for protocol "both", in each of the inner results).
     """
     if method == "model" and ckpt is None:
         raise EvaluationError("--ckpt is required to evaluate a model (or use --method bicubic)")
@@ -506,9 +533,10 @@ def evaluate_and_report(
         scale, protocol, method=method, self_ensemble=self_ensemble, exact_shapes=exact_shapes,
         save_images=save_images, progress=progress)
     if loaded is not None:
-        results["checkpoint"] = loaded.path
-        results["step"] = loaded.step
-        results["model"]["variant"] = loaded.variant
+        for single in results["results"].values() if protocol == BOTH else [results]:
+            single["checkpoint"] = loaded.path
+            single["step"] = loaded.step
+            single["model"]["variant"] = loaded.variant
     print(format_table(results, per_image))
     print(f"evaluated in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     if output_json is not None:
@@ -518,10 +546,12 @@ def evaluate_and_report(
 
 __all__ = [
     "BENCHMARK_DIR_ENV",
+    "BOTH",
     "CACHE_BYTES",
     "EvaluationError",
     "ImagePair",
     "METHODS",
+    "PROTOCOL_CHOICES",
     "default_data_dir",
     "describe_model",
     "evaluate",

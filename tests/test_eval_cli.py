@@ -7,9 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from absl import flags
 from test_inference import random_params, tiny
 
-from drsan_jax import checkpoints
+from drsan_jax import checkpoints, evaluation
+from drsan_jax.resize import bicubic_upscale
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = ("Set5", "Set14", "B100")
@@ -76,6 +78,43 @@ def test_bicubic_reproduces_the_reference_table(run, benchmark_dir, tmp_path, sc
             assert got["psnr"] == pytest.approx(psnr, abs=0.002), where
             assert got["ssim"] == pytest.approx(ssim, abs=0.0002), where
         assert results["datasets"]["B100"]["num_images"] == 100
+
+
+def test_both_protocols_score_one_bicubic_pass(run, benchmark_dir, tmp_path, monkeypatch,
+                                              capsys):
+    singles, tables = {}, []
+    for protocol in ("drsan", "matlab"):
+        run("--method=bicubic", "--scale=4", f"--protocol={protocol}", "--datasets=Set5",
+            f"--data_dir={benchmark_dir}", f"--output_json={tmp_path / protocol}.json")
+        singles[protocol] = json.loads((tmp_path / f"{protocol}.json").read_text())
+        tables.append(capsys.readouterr().out)
+    upscaled = []
+    monkeypatch.setattr(evaluation, "bicubic_upscale",
+                        lambda lq, scale: upscaled.append(lq) or bicubic_upscale(lq, scale))
+    run("--method=bicubic", "--scale=4", "--protocol=both", "--datasets=Set5",
+        f"--data_dir={benchmark_dir}", f"--output_json={tmp_path / 'both.json'}")
+    assert len(upscaled) == 5  # Set5 upscaled once, not once per protocol
+    both = json.loads((tmp_path / "both.json").read_text())
+    assert both == {"protocol": "both", "results": singles}  # every image's PSNR / SSIM
+    assert capsys.readouterr().out == "\n".join(tables)  # the drsan table, then the matlab one
+    assert "28.431" in tables[0] and "28.419" in tables[1]  # Set5, BICUBIC_TABLE[...][4]
+
+
+def test_checkpoint_both_protocols(run, benchmark_dir, ckpt_x4, tmp_path):
+    run(f"--ckpt={ckpt_x4}", "--datasets=Set5", f"--data_dir={benchmark_dir}",
+        "--protocol=matlab", f"--output_json={tmp_path / 'matlab.json'}")
+    run(f"--ckpt={ckpt_x4}", "--datasets=Set5", f"--data_dir={benchmark_dir}",
+        "--protocol=both", f"--output_json={tmp_path / 'both.json'}")
+    both = json.loads((tmp_path / "both.json").read_text())
+    assert both["protocol"] == "both" and list(both["results"]) == ["drsan", "matlab"]
+    assert both["results"]["matlab"] == json.loads((tmp_path / "matlab.json").read_text())
+    drsan = both["results"]["drsan"]
+    assert (drsan["protocol"], drsan["step"], drsan["checkpoint"]) == ("drsan", 123, str(ckpt_x4))
+
+
+def test_unknown_protocol_lists_the_choices(run, benchmark_dir):
+    with pytest.raises(flags.IllegalFlagValueError, match=r"drsan\|matlab\|both"):
+        run("--method=bicubic", "--scale=4", "--protocol=rgb", f"--data_dir={benchmark_dir}")
 
 
 def test_checkpoint_per_image_and_exact_shapes(run, benchmark_dir, ckpt_x4, tmp_path, capsys):

@@ -92,6 +92,31 @@ def test_known_noise(tmp_path, lq_rgb):
         (rgb["psnr"] + drsan["datasets"]["Toy"]["images"]["grey"]["psnr"]) / 2)
 
 
+def test_both_protocols_from_one_inference_pass(tmp_path, monkeypatch, lq_rgb):
+    # Grey and RGB ground truth, which the two protocols score differently.
+    hr_rgb = nearest(lq_rgb, 2) + 1
+    hr_grey = nearest(lq_rgb[..., 0], 2) + 1
+    root = make_benchmark(tmp_path, {"Toy": {"grey.png": hr_grey, "rgb.png": hr_rgb}},
+                          {2: {"Toy": {"grey.png": lq_rgb[..., 0], "rgb.png": lq_rgb}}})
+    singles = {p: evaluate(NearestUpsampler(2), {}, root, "Toy", 2, p, progress=False)
+               for p in metrics.PROTOCOLS}
+    assert singles["drsan"]["datasets"] != singles["matlab"]["datasets"]
+    predicted = []
+    predict_iter = inference.Predictor.predict_iter
+
+    def counting_predict_iter(self, images):
+        for i, sr in predict_iter(self, images):
+            predicted.append(i)
+            yield i, sr
+
+    monkeypatch.setattr(inference.Predictor, "predict_iter", counting_predict_iter)
+    both = evaluate(NearestUpsampler(2), {}, root, "Toy", 2, "both", progress=False)
+    assert sorted(predicted) == [0, 1]  # each image super-resolved once, not once per protocol
+    assert both == {"protocol": "both", "results": singles}
+    assert evaluation.format_table(both, per_image=True) == "\n\n".join(
+        evaluation.format_table(singles[p], per_image=True) for p in ("drsan", "matlab"))
+
+
 def test_results_json_and_saved_images(benchmark_dir, tmp_path):
     model = tiny(4)
     params = random_params(model)
@@ -187,7 +212,7 @@ def test_request_errors(benchmark_dir):
     with pytest.raises(EvaluationError, match="scale 3 disagrees with the model, which is x2"):
         evaluate(model, {}, benchmark_dir, ["Set5"], 3)
     for kwargs, match in [
-        ({"protocol": "rgb"}, "unknown protocol 'rgb'"),
+        ({"protocol": "rgb"}, r"unknown protocol 'rgb'; expected .*'matlab', 'both'\)"),
         ({"method": "nearest"}, "unknown method 'nearest'"),
         ({"method": "bicubic", "self_ensemble": True}, "method 'model' only"),
         ({"method": "model"}, "needs a model"),
