@@ -14,8 +14,9 @@ from absl import app, flags
 
 from drsan_jax import evaluation, image_io
 
-flags.DEFINE_string("ckpt", None, "Checkpoint: a training workdir, its checkpoints/ folder, or "
-                    "one step folder. Sets the model, its variant and scale.")
+flags.DEFINE_string("ckpt", None, "Checkpoint: a training workdir, its checkpoints/ folder, "
+                    "one step folder, or a shipped model's name such as 32s-x2. Sets the model, "
+                    "its variant and scale.")
 flags.DEFINE_enum("method", "model", evaluation.METHODS,
                   "'model' (the checkpoint) or 'bicubic' (MATLAB-bicubic upscaling).")
 flags.DEFINE_list("datasets", None, "Comma-separated dataset names under <data_dir>/HR "

@@ -36,6 +36,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
+from drsan_jax import pretrained
 from drsan_jax.models import DRSAN, VARIANTS, param_shapes
 
 CHECKPOINTS_SUBDIR = "checkpoints"
@@ -321,14 +322,22 @@ def load_for_inference(path: str | os.PathLike, which: str = "latest") -> Infere
     """Loads a checkpoint written by training or by `save_params_for_inference`.
 
     Args:
-      path: a training workdir (`--workdir` of train.py), its `checkpoints/` folder, or one
-        step folder.
+      path: a training workdir (`--workdir` of train.py), its `checkpoints/` folder, one
+        step folder, or the name of a model shipped with the package, such as "32s-x2" (see
+        `drsan_jax.pretrained`; a folder of that name in the working directory wins).
       which: for a workdir, "latest" (default: the most trained) or "best" (the highest
         validation PSNR, see `find_step_dir`).
 
     Returns:
       The rebuilt model and its parameters, on the first local device.
+
+    Raises:
+      FileNotFoundError: no checkpoint there.
+      ValueError: a damaged checkpoint, or a shipped-model name that is not shipped
+        (`pretrained.PretrainedError`, which lists the shipped ones).
     """
+    if pretrained.is_model_name(str(path)) and not Path(path).exists():
+        return pretrained.load(str(path))
     step_dir = find_step_dir(path, which)
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
         meta = checkpointer.restore(

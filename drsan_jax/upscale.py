@@ -1,10 +1,13 @@
 """`python -m drsan_jax.upscale`: super-resolve picture files with a trained DRSAN.
 
+    python -m drsan_jax.upscale photo.jpg                 # shipped 32s-x2: photo_x2.jpg
+    python -m drsan_jax.upscale --scale 4 photo.jpg       # shipped 32s-x4: photo_x4.jpg
     python -m drsan_jax.upscale --ckpt runs/32s_x2 photo.jpg scans/ --output upscaled/
 
 Inputs are files or folders of PNG, JPEG, BMP and TIFF images; each result is written to
-`--output` under the input's file name, with its format, bit depth and channels (grey, RGB,
-RGBA). The pixel work is `drsan_jax.api.Upscaler.upscale`; this file only resolves the command
+`--output` under the input's file name, or without --output next to the input as
+`<name>_x<scale>.<ext>`, with the input's format, bit depth and channels (grey, RGB, RGBA).
+Without --ckpt the model shipped with the package for --scale (default 2) is used. The pixel work is `drsan_jax.api.Upscaler.upscale`; this file only resolves the command
 line to (input, output) pairs, checks them before anything is loaded, and shows progress.
 """
 
@@ -18,7 +21,7 @@ from pathlib import Path
 import jax
 from tqdm import tqdm
 
-from drsan_jax import runtime
+from drsan_jax import pretrained, runtime
 from drsan_jax.api import DEFAULT_OVERLAP, Upscaler, load
 from drsan_jax.image_io import (
     IMAGE_EXTENSIONS,
@@ -37,13 +40,15 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="image files (PNG, JPEG, BMP, TIFF) or folders of them")
-    parser.add_argument("--ckpt", required=True,
+    parser.add_argument("--ckpt", default=None,
                         help="a training workdir, a checkpoint step folder, or a shipped model "
-                             "name such as 32s-x2")
-    parser.add_argument("--output", required=True, type=Path,
-                        help="folder for the results (created if missing); files keep their names")
+                             "name such as 32s-x2 (default: the shipped model for --scale)")
+    parser.add_argument("--output", default=None, type=Path,
+                        help="folder for the results (created if missing); files keep their "
+                             "names. Default: next to each input, as <name>_x<scale>.<ext>")
     parser.add_argument("--scale", type=int, default=None,
-                        help="the upscaling factor expected of the checkpoint (checked)")
+                        help="the upscaling factor: picks the shipped model when --ckpt is not "
+                             "given (default 2), else is checked against the checkpoint")
     parser.add_argument("--which", choices=("latest", "best"), default="latest",
                         help="for a workdir: the latest checkpoint or the best validated one")
     parser.add_argument("--self_ensemble", action="store_true",
@@ -67,12 +72,15 @@ def _parse_tile(parser: argparse.ArgumentParser, value: str) -> int | str | None
     parser.error(f"--tile must be 'auto', 'none' or a positive number of pixels, got {value!r}")
 
 
-def plan_outputs(inputs: list[str], output_dir: Path) -> list[tuple[Path, Path]]:
+def plan_outputs(inputs: list[str], output_dir: Path | None,
+                 scale: int | None = None) -> list[tuple[Path, Path]]:
     """Pairs every input image with the file its result goes to.
 
     Args:
       inputs: image files or folders (their images, not recursive).
-      output_dir: the folder results are written to.
+      output_dir: the folder results are written to; None: next to each input, as
+        `<stem>_x<scale><suffix>`.
+      scale: the upscaling factor, for the names of results written next to their inputs.
 
     Returns:
       (input, output) pairs, in the order given (folders sorted by name).
@@ -96,12 +104,15 @@ def plan_outputs(inputs: list[str], output_dir: Path) -> list[tuple[Path, Path]]
                              f"{', '.join(IMAGE_EXTENSIONS)}")
         else:
             files.append(item)
-    if output_dir.exists() and not output_dir.is_dir():
+    if output_dir is None and scale is None:
+        raise ValueError("results go next to their inputs only with a known scale")
+    if output_dir is not None and output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"--output {output_dir} is a file, not a folder")
     sources = {f.resolve() for f in files}
     pairs, taken = [], {}
     for src in files:
-        dst = output_dir / src.name
+        dst = (output_dir / src.name if output_dir is not None
+               else src.with_name(f"{src.stem}_x{scale}{src.suffix}"))
         if dst.resolve() in sources:
             raise ValueError(f"writing the result of {src} to {dst} would overwrite an input; "
                              f"choose another --output folder")
@@ -151,8 +162,17 @@ def main(argv: list[str] | None = None) -> int:
     overlap = DEFAULT_OVERLAP if args.tile_overlap is None else args.tile_overlap
     if overlap < 0 or (isinstance(tile, int) and 2 * overlap >= tile):
         parser.error(f"--tile_overlap {overlap} must be from 0 to below half of --tile {tile}")
+    ckpt = args.ckpt
+    if ckpt is None:
+        try:
+            ckpt = pretrained.default_for_scale(2 if args.scale is None else args.scale)
+        except pretrained.PretrainedError as e:
+            parser.error(f"--scale {args.scale}: {e}")
+    # Inputs are checked before anything is loaded. Results written next to their inputs are
+    # named for the scale, which a --ckpt without --scale reveals only once loaded.
+    expected_scale = 2 if args.scale is None else args.scale
     try:
-        pairs = plan_outputs(args.inputs, args.output)
+        pairs = plan_outputs(args.inputs, args.output, expected_scale)
     except ValueError as e:
         parser.error(str(e))
     # Both must precede the first use of a device in this process; later they have no effect.
@@ -160,23 +180,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.device is not None:
         jax.config.update("jax_platforms", args.device)
     try:
-        upscaler = load(args.ckpt, args.which)
+        upscaler = load(ckpt, args.which)
     except RuntimeError as e:  # JAX cannot start the requested backend
         parser.error(f"--device {args.device}: JAX cannot run on it here "
                      f"({str(e).splitlines()[0]})")
     except (FileNotFoundError, ValueError) as e:
         # Orbax describes a parameter tree that does not fit the model over many lines.
-        parser.error(f"--ckpt {args.ckpt}: cannot load a DRSAN checkpoint: "
+        parser.error(f"--ckpt {ckpt}: cannot load a DRSAN checkpoint: "
                      f"{str(e).splitlines()[0]}")
     if args.scale is not None and args.scale != upscaler.scale:
-        parser.error(f"--ckpt {args.ckpt} is a x{upscaler.scale} model, but --scale is "
+        parser.error(f"--ckpt {ckpt} is a x{upscaler.scale} model, but --scale is "
                      f"{args.scale}")
+    if args.output is None and upscaler.scale != expected_scale:
+        try:
+            pairs = plan_outputs(args.inputs, None, upscaler.scale)
+        except ValueError as e:
+            parser.error(str(e))
     failures = upscale_files(upscaler, pairs, tile, overlap, args.self_ensemble)
     if failures:
         print(f"{len(failures)} of {len(pairs)} images failed:", *failures, sep="\n  ",
               file=sys.stderr)
         return 1
-    print(f"wrote {len(pairs)} image(s) to {args.output}{os.sep}", file=sys.stderr)
+    where = f"to {args.output}{os.sep}" if args.output is not None else "next to the inputs"
+    print(f"wrote {len(pairs)} image(s) {where} with {ckpt}", file=sys.stderr)
     return 0
 
 if __name__ == "__main__":

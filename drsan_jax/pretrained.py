@@ -1,0 +1,365 @@
+"""Trained DRSAN weights that ship inside the package, loaded by name ("32s-x2").
+
+Each shipped model is one compressed `.npz` file in `drsan_jax/pretrained/` holding the
+parameters under their flattened Flax paths ("DRAG_0/DRM/conv_in/kernel", ...), stored as
+float16 or float32, and one entry of `drsan_jax/pretrained/manifest.json`:
+
+    {"format": "drsan-jax pretrained 1",
+     "models": {"32s-x2": {
+        "file": "32s-x2.npz", "sha256": "...", "storage_dtype": "float16",
+        "model": <the model configuration, see drsan_jax.checkpoints>,
+        "training": {"data", "steps", "command", "config", "notes", "source"},
+        "evaluation": {"<protocol>": {"plain" | "self_ensemble": {"<dataset>": {"psnr", "ssim"}}}},
+        "storage_cost": <PSNR of the float32 checkpoint minus the stored weights', per set>}}}
+
+`evaluation` holds what `eval.py --ckpt <name> --output_json ...` measured; `record_eval` copies
+it there from eval.py's JSON, so the manifest's numbers are the script's, never typed by hand.
+
+Everything that accepts a checkpoint (`eval.py --ckpt`, `python -m drsan_jax.upscale --ckpt`,
+`drsan_jax.load`) accepts these names through `checkpoints.load_for_inference`. Maintainers
+add a model with the command line of this module:
+
+    python -m drsan_jax.pretrained export --ckpt runs/32s_x2 --name 32s-x2 --data "T91+BSD200"
+    python eval.py --ckpt 32s-x2 --datasets Set5,Set14,B100 --protocol both --output_json e.json
+    python -m drsan_jax.pretrained record-eval --name 32s-x2 e.json
+    python -m drsan_jax.pretrained table      # the README's table, from the manifest
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+MANIFEST_NAME = "manifest.json"
+FORMAT = "drsan-jax pretrained 1"
+STORAGE_DTYPES = ("float16", "float32")
+# A shipped model's name: the published variant and the scale, e.g. "32s-x2".
+NAME_PATTERN = re.compile(r"^(32s|32m|32l|48s|48m)-x([234])$")
+SEPARATOR = "/"
+
+
+class PretrainedError(ValueError):
+    """A shipped model that is unknown, missing or damaged; the message says which and why."""
+
+
+def is_model_name(text: str | os.PathLike) -> bool:
+    """Whether `text` has the form of a shipped model's name ("32s-x2"), shipped or not."""
+    return isinstance(text, str) and NAME_PATTERN.match(text) is not None
+
+
+def read_manifest(directory: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The manifest of the shipped models (an empty one when none is shipped yet)."""
+    path = Path(directory or PRETRAINED_DIR) / MANIFEST_NAME
+    if not path.exists():
+        return {"format": FORMAT, "models": {}}
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise PretrainedError(f"{path} is not valid JSON: {e}") from None
+    if manifest.get("format") != FORMAT or not isinstance(manifest.get("models"), dict):
+        raise PretrainedError(f"{path} is not a drsan-jax manifest (expected format {FORMAT!r})")
+    return manifest
+
+
+def write_manifest(manifest: dict[str, Any], directory: str | os.PathLike | None = None) -> None:
+    """Writes the manifest, models sorted by name, atomically."""
+    path = Path(directory or PRETRAINED_DIR) / MANIFEST_NAME
+    manifest = {"format": FORMAT, "models": dict(sorted(manifest["models"].items()))}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def available(directory: str | os.PathLike | None = None) -> list[str]:
+    """Names of the shipped models."""
+    return sorted(read_manifest(directory)["models"])
+
+
+def default_for_scale(scale: int, directory: str | os.PathLike | None = None) -> str:
+    """The shipped model `python -m drsan_jax.upscale` uses at `scale` without --ckpt.
+
+    The smallest variant is preferred (the order of `models.VARIANTS`).
+
+    Raises:
+      PretrainedError: no model for that scale ships.
+    """
+    from drsan_jax.models import VARIANTS
+
+    names = [n for n in available(directory) if n.endswith(f"-x{scale}")]
+    if not names:
+        raise PretrainedError(
+            f"no shipped model upscales x{scale} (shipped: {', '.join(available(directory)) or 'none'}); "
+            f"pass a checkpoint with --ckpt")
+    order = list(VARIANTS)
+    return min(names, key=lambda n: order.index(n.split("-")[0]) if n.split("-")[0] in order
+               else len(order))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def flatten_params(params: Any) -> dict[str, Any]:
+    """{"DRAG_0/DRM/conv_in/kernel": leaf, ...} from a nested parameter dict."""
+    flat = {}
+
+    def visit(prefix: str, node: Any) -> None:
+        if isinstance(node, dict) or hasattr(node, "items"):
+            for key, child in node.items():
+                visit(f"{prefix}{SEPARATOR}{key}" if prefix else str(key), child)
+        else:
+            flat[prefix] = node
+
+    visit("", params)
+    return flat
+
+
+def unflatten_params(flat: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The inverse of `flatten_params`."""
+    tree: dict[str, Any] = {}
+    for path, value in flat.items():
+        node = tree
+        *parents, leaf = path.split(SEPARATOR)
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return tree
+
+
+def load(name: str, directory: str | os.PathLike | None = None):
+    """Loads a shipped model as a `checkpoints.InferenceModel` (float32 parameters).
+
+    Args:
+      name: a shipped model's name, e.g. "32s-x2" (see `available`).
+      directory: where the weights and manifest are; default: the package's.
+
+    Raises:
+      PretrainedError: an unknown name, a missing or damaged file (its SHA-256 differs from the
+        manifest's), or weights that do not fit the manifest's model.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from drsan_jax import checkpoints
+    from drsan_jax.models import param_shapes
+
+    directory = Path(directory or PRETRAINED_DIR)
+    models = read_manifest(directory)["models"]
+    if name not in models:
+        raise PretrainedError(f"no shipped model is named {name!r}; shipped: "
+                              f"{', '.join(sorted(models)) or 'none'}")
+    entry = models[name]
+    path = directory / entry["file"]
+    if not path.is_file():
+        raise PretrainedError(f"the weights of {name} ({path}) are missing from the installation")
+    if _sha256(path) != entry["sha256"]:
+        raise PretrainedError(f"the weights of {name} ({path}) are damaged: their SHA-256 "
+                              f"differs from the manifest's; reinstall drsan-jax")
+    with np.load(path) as stored:
+        flat = {key: stored[key] for key in stored.files}
+    model = checkpoints.build_model_from_config(entry["model"])
+    expected = {k: v.shape for k, v in flatten_params(param_shapes(model)).items()}
+    got = {k: v.shape for k, v in flat.items()}
+    if expected != got:
+        missing = sorted(set(expected) - set(got))
+        unexpected = sorted(set(got) - set(expected))
+        wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+        raise PretrainedError(
+            f"the weights in {path} do not fit the manifest's model {entry['model']}: "
+            f"missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shapes {wrong[:3]}")
+    device = jax.local_devices()[0]
+    params = unflatten_params(
+        {k: jax.device_put(jnp.asarray(v, jnp.float32), device) for k, v in flat.items()})
+    config = checkpoints.normalize_model_config(entry["model"])
+    training = entry.get("training", {})
+    return checkpoints.InferenceModel(
+        model=model, params=params, scale=config["scale"], variant=config["variant"],
+        step=training.get("steps"), config=config, path=f"{name} ({path})",
+        training_config=training.get("config"),
+        extra={"pretrained": name, "storage_dtype": entry.get("storage_dtype")})
+
+
+def export(
+    ckpt: str | os.PathLike,
+    name: str,
+    *,
+    storage_dtype: str = "float16",
+    which: str = "latest",
+    data: str = "",
+    command: str = "",
+    notes: str = "",
+    directory: str | os.PathLike | None = None,
+) -> Path:
+    """Stores a checkpoint's parameters as the shipped model `name`, with a manifest entry.
+
+    An existing entry of that name is replaced (its evaluation results too, since they no
+    longer describe the new weights).
+
+    Args:
+      ckpt: a training workdir or step folder (see `checkpoints.load_for_inference`).
+      name: the shipped name; must be "<variant>-x<scale>" of the checkpoint's model.
+      storage_dtype: "float16" (half the size) or "float32".
+      which: "latest" or "best" step of a workdir.
+      data, command, notes: how the weights were trained, for the manifest.
+      directory: where to write; default: the package's.
+
+    Returns:
+      The weights file written.
+    """
+    from drsan_jax import checkpoints
+
+    if storage_dtype not in STORAGE_DTYPES:
+        raise PretrainedError(f"storage dtype {storage_dtype!r}: expected one of {STORAGE_DTYPES}")
+    loaded = checkpoints.load_for_inference(ckpt, which)
+    expected_name = f"{loaded.variant}-x{loaded.scale}"
+    if name != expected_name:
+        raise PretrainedError(f"{ckpt} holds a {expected_name} model, not {name}")
+    directory = Path(directory or PRETRAINED_DIR)
+    directory.mkdir(parents=True, exist_ok=True)
+    flat = {k: np.asarray(v).astype(storage_dtype)
+            for k, v in flatten_params(loaded.params).items()}
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **flat)
+    path = directory / f"{name}.npz"
+    path.write_bytes(buffer.getvalue())
+    config = dict(loaded.training_config or {})
+    manifest = read_manifest(directory)
+    manifest["models"][name] = {
+        "file": path.name,
+        "sha256": _sha256(path),
+        "storage_dtype": storage_dtype,
+        "model": loaded.config,
+        "training": {
+            "data": data,
+            "steps": loaded.step,
+            "command": command,
+            "notes": notes,
+            "source": str(loaded.path),
+            "config": config,
+        },
+        "evaluation": {},
+    }
+    write_manifest(manifest, directory)
+    return path
+
+
+def _eval_runs(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The single-protocol result dicts in an eval.py JSON (one, or two for --protocol both)."""
+    if results.get("protocol") == "both":
+        return list(results["results"].values())
+    return [results]
+
+
+def record_eval(name: str, json_paths: list[str | os.PathLike], *,
+                reference: bool = False, directory: str | os.PathLike | None = None) -> None:
+    """Copies eval.py's results for shipped model `name` into its manifest entry.
+
+    Args:
+      name: the shipped model.
+      json_paths: files written by `eval.py --output_json`, of this model (`--ckpt name`), or,
+        with `reference`, of the float32 checkpoint it was exported from.
+      reference: the files score the source checkpoint: store the PSNR the stored weights lose
+        against it, per protocol and dataset ("storage_cost"), instead of the results.
+    """
+    manifest = read_manifest(directory)
+    if name not in manifest["models"]:
+        raise PretrainedError(f"no shipped model is named {name!r}")
+    entry = manifest["models"][name]
+    for json_path in json_paths:
+        results = json.loads(Path(json_path).read_text())
+        for run in _eval_runs(results):
+            if run.get("method") != "model" or run.get("scale") != entry["model"]["scale"]:
+                raise PretrainedError(f"{json_path} does not evaluate a x"
+                                      f"{entry['model']['scale']} model")
+            expected = str(run.get("checkpoint", ""))
+            if not reference and not expected.startswith(f"{name} "):
+                raise PretrainedError(f"{json_path} evaluates {expected}, not {name}")
+            mode = "self_ensemble" if run["self_ensemble"] else "plain"
+            scores = {d: {"psnr": round(r["psnr"], 4), "ssim": round(r["ssim"], 5)}
+                      for d, r in run["datasets"].items()}
+            if reference:
+                shipped = entry["evaluation"].get(run["protocol"], {}).get(mode)
+                if not shipped:
+                    raise PretrainedError(f"record {name}'s own {run['protocol']} {mode} results "
+                                          f"first, then the reference to compare them with")
+                cost = entry.setdefault("storage_cost", {}).setdefault(run["protocol"], {})
+                cost[mode] = {d: round(s["psnr"] - shipped[d]["psnr"], 4)
+                              for d, s in scores.items() if d in shipped}
+            else:
+                entry["evaluation"].setdefault(run["protocol"], {})[mode] = scores
+    write_manifest(manifest, directory)
+
+
+def markdown_table(protocol: str = "drsan", datasets: tuple[str, ...] = ("Set5", "Set14", "B100"),
+                   directory: str | os.PathLike | None = None) -> str:
+    """The shipped models' PSNR / SSIM as a Markdown table (plain, then + self-ensemble)."""
+    lines = [f"| model | {' | '.join(datasets)} |", "|---|" + "---|" * len(datasets)]
+    for name, entry in read_manifest(directory)["models"].items():
+        for mode, label in (("plain", ""), ("self_ensemble", "+")):
+            scores = entry.get("evaluation", {}).get(protocol, {}).get(mode)
+            if not scores:
+                continue
+            cells = [f"{scores[d]['psnr']:.2f} / {scores[d]['ssim']:.4f}" if d in scores else "-"
+                     for d in datasets]
+            lines.append(f"| {name}{label} ({entry['training']['steps']} steps) | "
+                         f"{' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The maintainers' command line (see the module docstring)."""
+    parser = argparse.ArgumentParser(prog="python -m drsan_jax.pretrained",
+                                     description="List, add and describe the shipped models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="the shipped models")
+    exp = sub.add_parser("export", help="store a checkpoint as a shipped model")
+    exp.add_argument("--ckpt", required=True, help="training workdir or step folder")
+    exp.add_argument("--name", required=True, help="<variant>-x<scale>, e.g. 32s-x2")
+    exp.add_argument("--which", choices=("latest", "best"), default="latest")
+    exp.add_argument("--dtype", choices=STORAGE_DTYPES, default="float16")
+    exp.add_argument("--data", default="", help="the training data, for the manifest")
+    exp.add_argument("--train_command", default="", help="the training command(s)")
+    exp.add_argument("--notes", default="", help="how training differed from the paper's")
+    rec = sub.add_parser("record-eval", help="store eval.py --output_json results")
+    rec.add_argument("--name", required=True)
+    rec.add_argument("--reference", action="store_true",
+                     help="the JSON files score the float32 source checkpoint")
+    rec.add_argument("json", nargs="+")
+    tab = sub.add_parser("table", help="print the README's Markdown table")
+    tab.add_argument("--protocol", default="drsan")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "list":
+            for name, entry in read_manifest()["models"].items():
+                print(f"{name}: {entry['training'].get('steps')} steps on "
+                      f"{entry['training'].get('data')}, {entry['storage_dtype']}")
+        elif args.command == "export":
+            path = export(args.ckpt, args.name, storage_dtype=args.dtype, which=args.which,
+                          data=args.data, command=args.train_command, notes=args.notes)
+            print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+        elif args.command == "record-eval":
+            record_eval(args.name, args.json, reference=args.reference)
+        else:
+            print(markdown_table(args.protocol))
+    except (PretrainedError, FileNotFoundError) as e:
+        print(f"python -m drsan_jax.pretrained: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
