@@ -10,8 +10,11 @@ Measures, for one variant and scale, on the default backend (CPU or GPU):
   the plain-convolution program so that the number does not depend on `conv_impl`) and its
   fraction of a peak measured here with large matmuls, and the step's scratch memory;
 - infer: ms per image for LR sizes 120x80 (B100 at x4), 240x160, 320x180 and 512x384
-  (jitted `model.apply` on one device, compile time reported separately; with several devices
-  also with the image's rows split over them);
+  (jitted `model.apply`, compile time reported separately): `infer_median_s` and `infer_cpu_s`
+  as `inference.Predictor` runs it, i.e. with several CPU devices the image's rows split over
+  all of them (`infer_rows_split` says for which sizes, `infer_rows_split_max_abs_diff` gives
+  the largest difference from one device), and `infer_one_device_median_s` /
+  `infer_one_device_cpu_s` on one device;
 - eval: wall time of `evaluation.evaluate` on Set5+Set14+B100, compilations included;
 - data: batches/s of `data.PatchSampler` (one thread, and its prefetching iterator) against the
   train step's consumption;
@@ -186,23 +189,34 @@ def bench_train(args, model, params, out: dict) -> None:
 
 
 def bench_infer(args, model, params, out: dict) -> None:
-    """Seconds per image: on one device, as `inference.Predictor` runs it, and rows split.
+    """Seconds per image: on one device, and as `inference.Predictor` runs it.
 
-    With several devices the image's rows are also split over all of them (XLA exchanges the
-    border rows each convolution needs), which `Predictor` does not do; the largest difference
-    from the one-device output is recorded beside the time.
+    Both at the image's own size: without Predictor's padding to a size bucket and its mask.
+
+    With several CPU devices Predictor splits the image's rows over all of them (XLA exchanges
+    the border rows each convolution needs) when the height divides into at least
+    `inference.MIN_ROWS_PER_DEVICE` rows per device; `infer_median_s` times that (the
+    one-device time where it does not split), and the largest difference from the one-device
+    output is recorded beside it.
     """
     import jax
     import jax.numpy as jnp
     from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
+    from drsan_jax import inference
+
     forward = jax.jit(lambda p, x: model.apply({"params": p}, x))
-    out["infer_median_s"], out["infer_cpu_s"], out["infer_compile_s"] = {}, {}, {}
-    devices = jax.device_count()
-    if devices > 1:
-        rows = NamedSharding(jax.make_mesh((devices,), ("rows",), axis_types=(AxisType.Auto,)),
-                             PartitionSpec(None, "rows"))
-        out["infer_rows_split_median_s"], out["infer_rows_split_max_abs_diff"] = {}, {}
+    keys = ("infer_median_s", "infer_cpu_s", "infer_compile_s", "infer_one_device_median_s",
+            "infer_one_device_cpu_s", "infer_rows_split")
+    out.update({k: {} for k in keys})
+    split = inference.Predictor(model, params).split_rows
+    devices = jax.local_device_count()
+    if split:
+        mesh = jax.make_mesh((devices,), ("rows",), axis_types=(AxisType.Auto,),
+                             devices=jax.local_devices())
+        rows = NamedSharding(mesh, PartitionSpec(None, "rows"))
+        split_params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
+        out["infer_rows_split_max_abs_diff"] = {}
     out["infer_load_before"] = load()
     for w, h in INFER_SIZES:
         key = f"{w}x{h}"
@@ -210,15 +224,20 @@ def bench_infer(args, model, params, out: dict) -> None:
         t = time.perf_counter()
         y = forward(params, x).block_until_ready()
         out["infer_compile_s"][key] = time.perf_counter() - t
-        wall, cpu = timed(lambda: forward(params, x).block_until_ready(), 1, args.infer_iters)
+        wall, cpu = timed(lambda x=x: forward(params, x).block_until_ready(), 1,
+                          args.infer_iters)
+        out["infer_one_device_median_s"][key] = statistics.median(wall)
+        out["infer_one_device_cpu_s"][key] = statistics.median(cpu)
+        out["infer_rows_split"][key] = (
+            split and h % devices == 0 and h // devices >= inference.MIN_ROWS_PER_DEVICE)
+        if out["infer_rows_split"][key]:
+            xs = jax.device_put(x, rows)
+            diff = jnp.abs(forward(split_params, xs) - y).max()
+            out["infer_rows_split_max_abs_diff"][key] = float(diff)
+            wall, cpu = timed(lambda xs=xs: forward(split_params, xs).block_until_ready(), 1,
+                              args.infer_iters)
         out["infer_median_s"][key] = statistics.median(wall)
         out["infer_cpu_s"][key] = statistics.median(cpu)
-        if devices > 1 and h % devices == 0:
-            xs = jax.device_put(x, rows)
-            diff = jnp.abs(forward(params, xs) - y).max()
-            out["infer_rows_split_max_abs_diff"][key] = float(diff)
-            wall, _ = timed(lambda: forward(params, xs).block_until_ready(), 1, args.infer_iters)
-            out["infer_rows_split_median_s"][key] = statistics.median(wall)
     out["infer_load_after"] = load()
 
 
@@ -430,8 +449,8 @@ def ratios(out: dict) -> dict:
                                                 / peer["train_step_median_s"])
         for key, seconds in out.get("infer_median_s", {}).items():
             result[f"infer_{key}_vs_torch_{mode}"] = seconds / peer["infer_median_s"][key]
-        for key, seconds in out.get("infer_rows_split_median_s", {}).items():
-            result[f"infer_rows_split_{key}_vs_torch_{mode}"] = (
+        for key, seconds in out.get("infer_one_device_median_s", {}).items():
+            result[f"infer_one_device_{key}_vs_torch_{mode}"] = (
                 seconds / peer["infer_median_s"][key])
     return result
 
@@ -463,15 +482,15 @@ def table(out: dict) -> str:
             f"{out['train_load_after']}",
         ]
     if "infer_median_s" in out:
-        split = out.get("infer_rows_split_median_s", {})
+        one = out["infer_one_device_median_s"]
         lines.append(f"  {'inference (ms/image)':24}{'JAX':>9}{'torch':>10}{'compile':>10}"
-                     f"{'JAX compile (s)':>17}{'JAX rows split':>16}")
+                     f"{'JAX compile (s)':>17}{'JAX one device':>16}")
         for key, seconds in out["infer_median_s"].items():
             tm = [peer(m, "infer_median_s", key) for m in ("eager", "compile")]
             tm = [f"{1000 * float(v):9.1f}" if v.strip() != "-" else v for v in tm]
-            rows = f"{1000 * split[key]:16.1f}" if key in split else f"{'-':>16}"
+            mark = " (rows split)" if out["infer_rows_split"][key] else ""
             lines.append(f"  {key:24}{1000 * seconds:9.1f} {tm[0]} {tm[1]}"
-                         f"{out['infer_compile_s'][key]:17.1f}{rows}")
+                         f"{out['infer_compile_s'][key]:17.1f}{1000 * one[key]:16.1f}{mark}")
     if "eval_wall_s" in out:
         lines.append(f"eval {'+'.join(EVAL_DATASETS)} ({out['eval_images']} images, "
                      f"{out['eval_programs_compiled']} programs compiled): "

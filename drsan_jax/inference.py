@@ -18,6 +18,18 @@ Convolutions run at float32 "highest" precision by default: on recent GPUs the d
 float32 convolutions drop to TF32 (about 3 decimal digits), enough to move 8-bit outputs and
 therefore reported PSNRs.
 
+On a CPU split into several devices (`drsan_jax.runtime.configure`, one per core) each call
+also spreads over the cores (`split_rows`, on by default there). XLA:CPU runs each of DRSAN's
+small convolutions on one core, so a single image on the default device leaves the others
+idle, and was measured 1.4-1.7x slower than PyTorch eager, which threads inside each
+convolution. Instead the padded batch and its mask are split by rows over all local devices
+(a `NamedSharding` over a one-axis mesh, the parameters replicated): XLA's SPMD partitioner
+gives every device a band of rows, exchanges the border rows each convolution needs and turns
+the DRM means into cross-device sums. On 2 cores this brought single-image inference to
+0.94-1.15x of PyTorch eager (benchmarks/bench.py, unpadded), within about 3e-7 of the
+one-device result. Buckets whose padded height does not split into at least 8 rows per device
+run on one device as before; `exact_shapes` always does.
+
     predictor = Predictor(model, params)
     sr = to_uint8(predictor(lq))                   # one image, HxW[xC] uint8 or float in [0, 1]
     for index, sr in predictor.predict_iter(images):   # many, grouped by bucket
@@ -33,6 +45,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from drsan_jax.image_io import to_rgb_uint8
 
@@ -41,6 +54,9 @@ NUM_TRANSFORMS = 8
 # LR pixels of one padded batch: four 512x512 inputs, well within a GPU and a laptop's memory
 # for the published variants (a 32s at 512x512 needs about half a GiB of scratch).
 DEFAULT_MAX_BATCH_PIXELS = 4 * 512 * 512
+# Fewest padded rows a device gets when an image is split by rows (split_rows).
+MIN_ROWS_PER_DEVICE = 8
+ROWS_AXIS = "rows"
 
 
 def bucket_size(length: int) -> int:
@@ -143,6 +159,28 @@ def compiled_programs() -> int:
     return _forward._cache_size()
 
 
+def default_split_rows() -> bool:
+    """What `split_rows="auto"` means here: one CPU process with several CPU devices.
+
+    On a GPU or TPU one device already uses the whole accelerator, and in a multi-process run
+    each process's devices are left to the caller.
+    """
+    return (jax.default_backend() == "cpu" and jax.process_count() == 1
+            and jax.local_device_count() > 1)
+
+
+@functools.cache
+def _rows_shardings(devices: tuple[jax.Device, ...]) -> tuple[NamedSharding, NamedSharding]:
+    """(batch split on axis 1, replicated) over a one-axis mesh of `devices`.
+
+    Cached so that every predictor passes equal shardings and `_forward` compiles one program
+    per shape. The axis type is Auto: the partitioner chooses the intermediates' shardings.
+    """
+    mesh = jax.make_mesh((len(devices),), (ROWS_AXIS,), axis_types=(AxisType.Auto,),
+                         devices=devices)
+    return NamedSharding(mesh, PartitionSpec(None, ROWS_AXIS)), NamedSharding(mesh, PartitionSpec())
+
+
 class Predictor:
     """Jitted, bucketed, masked inference of a DRSAN on images of any size.
 
@@ -157,6 +195,10 @@ class Predictor:
       max_batch_pixels: most LR pixels (padded) per call; larger buckets get smaller batches.
       precision: `jax.default_matmul_precision` for the convolutions ("highest", or None for
         the backend's default).
+      split_rows: whether calls are split by rows over all local devices (resolved: False with
+        one device or in exact_shapes mode). A call is split when its padded height divides
+        by the device count into at least `MIN_ROWS_PER_DEVICE` rows each; other calls run on
+        one device. The outputs agree with one-device inference up to float rounding.
     """
 
     def __init__(
@@ -169,7 +211,23 @@ class Predictor:
         batch_size: int = 1,
         max_batch_pixels: int = DEFAULT_MAX_BATCH_PIXELS,
         precision: str | None = "highest",
+        split_rows: bool | str = "auto",
     ):
+        """See the class attributes; `split_rows` is True, False or "auto".
+
+        "auto" splits when `default_split_rows()` (a single CPU process with several CPU
+        devices) and not in exact_shapes mode; True splits whenever there are several local
+        devices.
+
+        Raises:
+          ValueError: an invalid option, or split_rows=True with exact_shapes=True.
+        """
+        auto = isinstance(split_rows, str) and split_rows == "auto"
+        if not (auto or isinstance(split_rows, (bool, np.bool_))):
+            raise ValueError(f'split_rows must be True, False or "auto", got {split_rows!r}')
+        if not auto and split_rows and exact_shapes:
+            raise ValueError("split_rows=True does not apply with exact_shapes=True, which runs "
+                             "each image alone on one device")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not isinstance(max_batch_pixels, int) or max_batch_pixels < 1:
@@ -184,6 +242,16 @@ class Predictor:
         self.batch_size = batch_size
         self.max_batch_pixels = max_batch_pixels
         self.precision = precision
+        if auto:
+            split_rows = default_split_rows()
+        self.split_rows = bool(split_rows) and not exact_shapes and jax.local_device_count() > 1
+        self._split_devices = jax.local_device_count() if self.split_rows else 1
+        if self.split_rows:
+            self._rows, replicated = _rows_shardings(tuple(jax.local_devices()))
+            # A second copy of the parameters, on every device; `self.params` (one device)
+            # still serves the calls that are not split: committed replicated parameters
+            # would pull those onto every device too, each computing the same thing.
+            self._split_params = jax.device_put(params, replicated)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """Super-resolves one image; see `predict_iter` for the input and output."""
@@ -270,17 +338,29 @@ class Predictor:
         # Unused slots of a partial batch are computed and dropped; a full mask keeps their
         # DRM means (a division by the valid area) finite.
         mask[len(inputs) :] = 1.0
+        if self._splits(shape[0]):
+            # Committed row-split inputs and replicated parameters: jit compiles the program
+            # for these shardings (one per shape) and the partitioner splits the computation.
+            lq, mask = jax.device_put((lq, mask), self._rows)
+            return _forward(self.model, self._split_params, lq, mask, self.precision)
         return _forward(self.model, self.params, lq, mask, self.precision)
+
+    def _splits(self, height: int) -> bool:
+        """Whether a call at this padded height is split by rows over the devices."""
+        n = self._split_devices
+        return self.split_rows and height % n == 0 and height // n >= MIN_ROWS_PER_DEVICE
 
 
 __all__ = [
     "DEFAULT_MAX_BATCH_PIXELS",
     "MIN_BUCKET",
+    "MIN_ROWS_PER_DEVICE",
     "NUM_TRANSFORMS",
     "Predictor",
     "bucket_shape",
     "bucket_size",
     "compiled_programs",
+    "default_split_rows",
     "inverse_transform",
     "to_model_input",
     "to_uint8",

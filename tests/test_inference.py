@@ -1,5 +1,11 @@
 """Tests for drsan_jax.inference: buckets, transforms, and bucketed == plain inference."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import chex
 import flax.linen as nn
 import jax
@@ -12,6 +18,8 @@ from drsan_jax import inference, metrics
 from drsan_jax.image_io import read_image
 from drsan_jax.inference import Predictor, to_uint8
 from drsan_jax.models import DRSAN, init_params
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny(scale):
@@ -162,3 +170,87 @@ def test_batches_equal_one_image_at_a_time(x4_images):
 def test_invalid_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Predictor(NearestUpsampler(2), {}, **kwargs)
+
+
+def test_split_rows_auto_is_off_with_one_device_and_checked():
+    assert jax.local_device_count() == 1  # the suite keeps one CPU device
+    assert not inference.default_split_rows()
+    for split_rows in ("auto", True, False):
+        assert Predictor(NearestUpsampler(2), {}, split_rows=split_rows).split_rows is False
+    with pytest.raises(ValueError, match=r'split_rows must be True, False or "auto", got .yes.'):
+        Predictor(NearestUpsampler(2), {}, split_rows="yes")
+    with pytest.raises(ValueError, match="split_rows must be"):
+        Predictor(NearestUpsampler(2), {}, split_rows=None)
+    with pytest.raises(ValueError, match="exact_shapes"):
+        Predictor(NearestUpsampler(2), {}, split_rows=True, exact_shapes=True)
+    assert Predictor(NearestUpsampler(2), {}, exact_shapes=True).split_rows is False
+
+
+# Predictor(split_rows=True) against split_rows=False on several CPU devices (argv[1] of them).
+SPLIT_ROWS = r"""
+import json, sys
+import jax, numpy as np
+from drsan_jax import inference
+from drsan_jax.inference import Predictor
+from drsan_jax.models import DRSAN, param_shapes
+
+devices = int(sys.argv[1])
+assert jax.local_device_count() == devices
+# The devices each call's output lives on, by (split_rows, padded height).
+used = {}
+dispatch = Predictor._dispatch
+def recording_dispatch(self, shape, inputs, size):
+    out = dispatch(self, shape, inputs, size)
+    used[f"{self.split_rows} {shape[0]}"] = len(out.sharding.device_set)
+    return out
+Predictor._dispatch = recording_dispatch
+
+model = DRSAN(scale=2, features=8, num_blocks=2, num_groups=1)
+rng = np.random.default_rng(0)
+# Every parameter random (biases and PReLU slopes too), drawn on the host: no init compile.
+params = jax.tree.map(lambda s: rng.normal(0, 0.1, s.shape).astype(s.dtype),
+                      param_shapes(model))
+# Buckets (16, 24), (24, 32) and (48, 16); the ensemble adds (32, 24).
+images = [rng.random(shape, np.float32) for shape in ((13, 20), (21, 30), (45, 14))]
+results = {"auto": Predictor(model, params).split_rows}
+outputs = {}
+for split_rows in (True, False):
+    single = Predictor(model, params, split_rows=split_rows)
+    results[f"resolved {split_rows}"] = single.split_rows
+    # A batch of two (rows still split on axis 1) with a spare slot in its second call.
+    batched = Predictor(model, params, split_rows=split_rows, batch_size=2)
+    # The self-ensemble of a non-square image: transposed calls take another bucket.
+    ensemble = Predictor(model, params, split_rows=split_rows, self_ensemble=True)
+    outputs[split_rows] = (single.predict(images)
+                           + batched.predict([images[1], images[1][:17, :25], images[1][::-1]])
+                           + [ensemble(images[1])])
+results["shapes_equal"] = [a.shape == b.shape for a, b in zip(*outputs.values())]
+results["diffs"] = [float(np.abs(a - b).max()) for a, b in zip(*outputs.values())]
+results["used"] = used
+# A second pass over the same sizes compiles nothing.
+before = inference.compiled_programs()
+for split_rows in (True, False):
+    Predictor(model, params, split_rows=split_rows).predict(images)
+results["recompiled"] = inference.compiled_programs() - before
+print("RESULTS " + json.dumps(results))
+"""
+
+
+@pytest.mark.parametrize("devices", [2, 3])
+def test_split_rows_over_cpu_devices_equals_one_device(devices):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    result = subprocess.run([sys.executable, "-c", SPLIT_ROWS, str(devices)], env=env, cwd=REPO,
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(result.stdout.split("RESULTS ", 1)[1])
+    assert results["auto"] and results["resolved True"] and not results["resolved False"]
+    assert all(results["shapes_equal"]) and len(results["diffs"]) == 7
+    assert max(results["diffs"]) < 1e-5
+    # Split where the padded height gives every device at least 8 rows, else one device;
+    # with 3 devices the 16- and 32-row buckets do not divide and run on one.
+    expected = {16: devices == 2, 24: True, 32: devices == 2, 48: True}
+    assert results["used"] == {
+        **{f"True {h}": devices if split else 1 for h, split in expected.items()},
+        **{f"False {h}": 1 for h in expected}}
+    assert results["recompiled"] == 0
