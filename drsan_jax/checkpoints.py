@@ -36,7 +36,6 @@ from absl import logging
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
-from drsan_jax import pretrained
 from drsan_jax.models import DRSAN, VARIANTS, param_shapes
 
 CHECKPOINTS_SUBDIR = "checkpoints"
@@ -336,6 +335,9 @@ def load_for_inference(path: str | os.PathLike, which: str = "latest") -> Infere
       ValueError: a damaged checkpoint, or a shipped-model name that is not shipped
         (`pretrained.PretrainedError`, which lists the shipped ones).
     """
+    # Imported here: `python -m drsan_jax.pretrained` must not find itself already imported.
+    from drsan_jax import pretrained
+
     if pretrained.is_model_name(str(path)) and not Path(path).exists():
         return pretrained.load(str(path))
     step_dir = find_step_dir(path, which)
