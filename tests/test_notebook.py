@@ -15,7 +15,7 @@ def test_notebook_is_stored_without_outputs():
 
 
 def test_notebook_runs_and_draws_every_figure(shared_data, monkeypatch):
-    # Without a checkpoint the notebook trains its tiny model: the path CI can always take.
+    # Without DRSAN_CHECKPOINT the notebook looks at the shipped 32s-x2.
     monkeypatch.delenv("DRSAN_CHECKPOINT", raising=False)
     monkeypatch.setenv("DRSAN_DATA_DIR", str(shared_data))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
