@@ -95,14 +95,12 @@ def default_for_scale(scale: int, directory: str | os.PathLike | None = None) ->
     """
     from drsan_jax.models import VARIANTS
 
-    names = [n for n in available(directory) if n.endswith(f"-x{scale}")]
+    shipped = available(directory)
+    names = [f"{v}-x{scale}" for v in VARIANTS if f"{v}-x{scale}" in shipped]
     if not names:
-        raise PretrainedError(
-            f"no shipped model upscales x{scale} (shipped: {', '.join(available(directory)) or 'none'}); "
-            f"pass a checkpoint with --ckpt")
-    order = list(VARIANTS)
-    return min(names, key=lambda n: order.index(n.split("-")[0]) if n.split("-")[0] in order
-               else len(order))
+        raise PretrainedError(f"no shipped model upscales x{scale} (shipped: "
+                              f"{', '.join(shipped) or 'none'}); pass a checkpoint with --ckpt")
+    return names[0]
 
 
 def _sha256(path: Path) -> str:

@@ -7,8 +7,9 @@
 Inputs are files or folders of PNG, JPEG, BMP and TIFF images; each result is written to
 `--output` under the input's file name, or without --output next to the input as
 `<name>_x<scale>.<ext>`, with the input's format, bit depth and channels (grey, RGB, RGBA).
-Without --ckpt the model shipped with the package for --scale (default 2) is used. The pixel work is `drsan_jax.api.Upscaler.upscale`; this file only resolves the command
-line to (input, output) pairs, checks them before anything is loaded, and shows progress.
+Without --ckpt the model shipped with the package for --scale (default 2) is used. The pixel
+work is `drsan_jax.api.Upscaler.upscale`; this file only resolves the command line to (input,
+output) pairs, checks them before anything is loaded, and shows progress.
 """
 
 from __future__ import annotations
@@ -162,15 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     overlap = DEFAULT_OVERLAP if args.tile_overlap is None else args.tile_overlap
     if overlap < 0 or (isinstance(tile, int) and 2 * overlap >= tile):
         parser.error(f"--tile_overlap {overlap} must be from 0 to below half of --tile {tile}")
-    ckpt = args.ckpt
-    if ckpt is None:
-        try:
-            ckpt = pretrained.default_for_scale(2 if args.scale is None else args.scale)
-        except pretrained.PretrainedError as e:
-            parser.error(f"--scale {args.scale}: {e}")
     # Inputs are checked before anything is loaded. Results written next to their inputs are
     # named for the scale, which a --ckpt without --scale reveals only once loaded.
     expected_scale = 2 if args.scale is None else args.scale
+    ckpt = args.ckpt
+    if ckpt is None:
+        try:
+            ckpt = pretrained.default_for_scale(expected_scale)
+        except pretrained.PretrainedError as e:
+            parser.error(f"--scale {expected_scale}: {e}")
     try:
         pairs = plan_outputs(args.inputs, args.output, expected_scale)
     except ValueError as e:
