@@ -1,7 +1,9 @@
 """Default training configuration: the paper's recipe (DRSAN.md, "Training recipe") for DRSAN-32s.
 
-Every field has a comment; the variant files (drsan32s.py ... drsan48m.py) override only what
-differs. Override any field from the command line, e.g.
+Every field has a comment; the variant files (drsan32s.py ... drsan48m.py) and the baselines'
+files (dran.py, edsr_baseline.py, mdsr.py, lesrcnn.py, ...) override only what differs; a
+baseline replaces `config.model` with its family's fields (`model_fields`). Override any field
+from the command line, e.g.
 
     python train.py --config configs/drsan48s.py --workdir runs/drsan48s_x2 \
         --config.scale=3 --config.batch_size=32
@@ -9,8 +11,31 @@ differs. Override any field from the command line, e.g.
 Relative paths are relative to the working directory.
 """
 
+import dataclasses
+
 import ml_collections
 from ml_collections import config_dict
+
+
+def model_fields(name: str) -> ml_collections.ConfigDict:
+    """`config.model` for a published model of any family ("edsr-baseline", "mdsr", ...).
+
+    The size fields are placeholders (None: the variant's; set them for a custom size), the
+    option fields start at the module's defaults; the family's module documents each field.
+    """
+    from drsan_jax.models import resolve
+
+    family, variant = resolve(name)
+    defaults = {f.name: f.default for f in dataclasses.fields(family.module)}
+    model = ml_collections.ConfigDict()
+    model.family = family.name
+    model.variant = variant
+    for field in family.size_fields:
+        model[field] = config_dict.placeholder(type(family.variants[variant][field]))
+    for field in family.option_fields:
+        model[field] = defaults[field]
+    model.dtype = "float32"
+    return model
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -18,6 +43,8 @@ def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
 
     config.model = ml_collections.ConfigDict()
+    # Model family (drsan_jax.models): "drsan", "dran", "edsr", "mdsr", "lesrcnn".
+    config.model.family = "drsan"
     # Published variant: "32s", "32m", "32l", "48s" or "48m" (channels c, blocks N, DRAGs K).
     config.model.variant = "32s"
     # Channels c; None takes the variant's. Set with num_blocks/num_groups for tiny test models.
@@ -37,7 +64,8 @@ def get_config() -> ml_collections.ConfigDict:
     # Computation dtype, "float32" or "bfloat16" (parameters and loss stay float32).
     config.model.dtype = "float32"
 
-    # Upscaling factor: 2, 3 or 4.
+    # Upscaling factor: 2, 3 or 4. A multi-scale model (MDSR, LESRCNN-S) trains all three, each
+    # step at a scale drawn uniformly; this is then the scale its checkpoints run at by default.
     config.scale = 2
     # Training images, comma-separated: HR folders, a DIV2K folder (DIV2K_train_HR/ and, if
     # present, DIV2K_train_LR_bicubic/X<s>/), or tfds:div2k. The paper trains on DIV2K.
@@ -55,6 +83,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.batch_size = 16
     # Total training steps. The paper gives none; DRSAN's predecessors train for about 10^6.
     config.num_train_steps = 1_000_000
+    # Training loss: "l1" (DRSAN, DRAN, EDSR, MDSR) or "mse" (LESRCNN).
+    config.loss = "l1"
     # Adam learning rate at step 0.
     config.learning_rate = 2e-4
     # Factor the learning rate is multiplied by every lr_decay_steps (staircase).
@@ -67,10 +97,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.adam_b2 = 0.999
     # Adam epsilon.
     config.adam_eps = 1e-8
+    # Clip the gradient to this global L2 norm before Adam (LESRCNN: 10); None: no clipping.
+    config.grad_clip_norm = config_dict.placeholder(float)
     # Seed of the parameter initialisation and of the patch sampler.
     config.seed = 0
-    # Checkpoint (workdir, checkpoints folder or step folder) to start from: every parameter
-    # except the upsampler is copied (the upsampler too when the scales match). None: fresh.
+    # Checkpoint (workdir, step folder, shipped name or weights file) to start from: every
+    # parameter whose name and shape match is copied (EDSR's x2 -> x3/x4 transfer: the
+    # upsampler layers that differ start fresh). None: fresh.
     config.init_from = config_dict.placeholder(str)
 
     # Background threads cutting patches.

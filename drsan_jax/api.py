@@ -24,11 +24,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import flax.linen as nn
+from flax import traverse_util
 import jax
 import numpy as np
 
 from drsan_jax import tiling
-from drsan_jax.checkpoints import InferenceModel, load_for_inference
+from drsan_jax.loading import load_model
+from drsan_jax.models import InferenceModel
 from drsan_jax.inference import Predictor, bucket_shape
 from drsan_jax.resize import imresize
 
@@ -43,18 +45,22 @@ DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 32
 
 
-def load(checkpoint: str | os.PathLike, which: str = "latest") -> Upscaler:
-    """Loads a trained DRSAN for upscaling and inspection.
+def load(checkpoint: str | os.PathLike, which: str = "latest", scale: int | None = None
+         ) -> Upscaler:
+    """Loads a trained model of any family for upscaling and inspection.
 
     Args:
-      checkpoint: a training workdir, its `checkpoints/` folder, one step folder, or the name of
-        a shipped model (e.g. "32s-x2"); anything `checkpoints.load_for_inference` accepts.
+      checkpoint: a training workdir, its `checkpoints/` folder, one step folder, a weights
+        file, or the name of a shipped model (e.g. "32s-x2"): anything
+        `drsan_jax.loading.load_model` accepts.
       which: for a workdir, "latest" or "best" (the highest validation PSNR).
+      scale: for a multi-scale model (MDSR, LESRCNN-S), the scale to upscale by; None: the
+        scale it was saved with.
 
     Returns:
       The model, ready to use.
     """
-    return Upscaler(load_for_inference(checkpoint, which))
+    return Upscaler(load_model(checkpoint, which, scale))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,9 +70,10 @@ class Inspection:
     Attributes:
       sr: (H * scale, W * scale, 3) uint8 super-resolved RGB.
       dra_coefficients: (K, M) float32, row k the path weights r of DRAG_k, M = N(N+1)/2 in the
-        order r(1,0), r(2,0), r(2,1), r(3,0), ...; None for a model without DRM.
+        order r(1,0), r(2,0), r(2,1), r(3,0), ...; for DRAN one row (its single DRM); None for
+        a model without DRM (the other families, or residual other than 'dynamic').
       rsa_maps: (k, n) -> (H, W, c) float32 residual self-attention sigmoid(t) of block n
-        (1..N) of DRAG_k (0..K-1), for the blocks asked for.
+        (1..N) of DRAG_k (0..K-1), for the blocks asked for (DRSAN only).
     """
 
     sr: np.ndarray
@@ -88,19 +95,21 @@ class Inspection:
 
 
 class Upscaler:
-    """A loaded DRSAN: `upscale`, `bicubic` and `inspect` on NumPy images.
+    """A loaded model: `upscale`, `bicubic` and `inspect` on NumPy images.
 
     Attributes:
       inference_model: the checkpoint it came from (model, params, step, config, path).
       scale: the upscaling factor.
-      variant: the published variant ("32s", ...), or None for a custom size.
+      name: the model's name ("drsan-32s", "edsr-baseline", ...; see `models.model_name`).
+      variant: the published variant ("32s", "edsr-baseline", ...), or None for a custom size.
       step: the training step of the weights, if known.
     """
 
     def __init__(self, inference_model: InferenceModel):
-        """Wraps a model from `checkpoints.load_for_inference` (see `load`)."""
+        """Wraps a model from `drsan_jax.loading.load_model` (see `load`)."""
         self.inference_model = inference_model
         self.scale = inference_model.scale
+        self.name = inference_model.name
         self.variant = inference_model.variant
         self.step = inference_model.step
         self._predictors = {
@@ -110,8 +119,7 @@ class Upscaler:
         }
 
     def __repr__(self) -> str:
-        name = self.variant or "custom"
-        return (f"Upscaler(DRSAN-{name} x{self.scale}, step {self.step}, "
+        return (f"Upscaler({self.name} x{self.scale}, step {self.step}, "
                 f"from {self.inference_model.path})")
 
     def upscale(
@@ -182,7 +190,7 @@ class Upscaler:
 
     def inspect(self, image: np.ndarray,
                 blocks: Iterable[tuple[int, int]] | None = None) -> Inspection:
-        """Runs the whole image once and returns the DRA coefficients and RSA maps.
+        """Runs the whole image once and returns the DRA coefficients and RSA maps, if any.
 
         Args:
           image: HxW or HxWxC (C in 1, 3, 4) uint8 or uint16 (grey as three equal channels,
@@ -196,14 +204,13 @@ class Upscaler:
         """
         image = _check_image(image)
         model = self.inference_model.model
-        if blocks is None:
-            blocks = [(k, n) for k in range(model.num_groups)
-                      for n in range(1, model.num_blocks + 1)] if model.use_rsa else []
-        blocks = tuple((int(k), int(n)) for k, n in blocks)
+        available = _rsa_blocks(model)
+        blocks = tuple((int(k), int(n)) for k, n in (available if blocks is None else blocks))
         for k, n in blocks:
-            if not model.use_rsa:
-                raise ValueError("this model has no residual self-attention (use_rsa=False)")
-            if not (0 <= k < model.num_groups and 1 <= n <= model.num_blocks):
+            if not available:
+                raise ValueError(f"{self.name} has no residual self-attention maps (only DRSAN "
+                                 f"with use_rsa=True has them)")
+            if (k, n) not in available:
                 raise ValueError(f"no block ({k}, {n}): DRAGs are 0..{model.num_groups - 1}, "
                                  f"blocks 1..{model.num_blocks}")
         height, width = image.shape[:2]
@@ -231,13 +238,20 @@ def _inspect(model: nn.Module, params: Any, lq: jax.Array, mask: jax.Array,
     with jax.default_matmul_precision("highest"):
         sr, state = model.apply({"params": params}, lq, mask,
                                 mutable=["intermediates", "attention"])
-    r = None
-    if model.residual == "dynamic":
-        r = jax.numpy.stack([state["intermediates"][f"DRAG_{k}"]["dra_coefficients"][0][0]
-                             for k in range(model.num_groups)])  # (K, M)
+    # Every DRM's path weights, in the order the DRMs ran (DRAG_0, DRAG_1, ...; DRAN's one).
+    sown = traverse_util.flatten_dict(state.get("intermediates", {}))
+    rows = [v[0][0] for path, v in sown.items() if path[-1] == "dra_coefficients"]
+    r = jax.numpy.stack(rows) if rows else None  # (K, M)
     maps = {f"{k}/{n}": state["attention"][f"DRAG_{k}"][f"rsa_block_{n}"][0][0]
             for k, n in blocks}  # each (H_padded, W_padded, c)
     return sr[0], r, maps
+
+
+def _rsa_blocks(model: nn.Module) -> list[tuple[int, int]]:
+    """The (DRAG k, block n) pairs with an RSA map: DRSAN's with use_rsa, else none."""
+    if not getattr(model, "use_rsa", False):
+        return []
+    return [(k, n) for k in range(model.num_groups) for n in range(1, model.num_blocks + 1)]
 
 
 def _model_input(image: np.ndarray) -> np.ndarray:

@@ -1,132 +1,49 @@
-"""Orbax checkpoints: saving and resuming training, and loading any checkpoint for inference.
+"""Orbax checkpoints: saving and resuming training, and reading a checkpoint folder back.
+
+This module knows only paths; names of shipped models and weight files of other formats are
+resolved by `drsan_jax.loading`, the one loader every entry point uses.
 
 A training workdir holds `checkpoints/<step>/`, one Orbax composite checkpoint per saved step:
 
     params/      the model parameters (Orbax's standard PyTree format)
     opt_state/   the Adam state (training checkpoints only)
     meta/        JSON: {"format", "step", "model": the model configuration (enough to rebuild
-                 the network without any config file), "config": the training config,
-                 "data": the patch sampler's state, "extra": anything else}
+                 the network without any config file; `drsan_jax.models.schema`), "config":
+                 the training config, "data": the patch sampler's state, "extra": anything else}
     metrics/     written by Orbax when the step was validated: {"psnr", "ssim", "datasets"}
 
 Orbax writes each step under a temporary name and renames it when complete, so a run killed at
 any moment, even during a save, leaves the previous steps intact; the partial one is ignored and
 removed when the workdir is opened again.
-`save_params_for_inference` writes one such step folder with `params/` and `meta/` only; it is
-what `load_for_inference` reads, from a step folder or from a workdir.
-
-The model configuration is a JSON dict with the DRSAN constructor's fields:
-{"variant", "scale", "features", "num_blocks", "num_groups", "drm_activation", "use_rsa",
-"residual", "use_fusion", "dtype"}; `variant` is None when the sizes are not a published
-variant's.
+`save_params_for_inference` writes one such step folder with `params/` and `meta/` only; `load`
+reads a step folder or a workdir.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
-from drsan_jax.models import DRSAN, VARIANTS, param_shapes
+from drsan_jax.models import (
+    InferenceModel,
+    build_model_from_config,
+    normalize_model_config,
+    param_shapes,
+)
 
 CHECKPOINTS_SUBDIR = "checkpoints"
 FORMAT = "drsan-jax checkpoint 1"
-MODEL_FIELDS = ("variant", "scale", "features", "num_blocks", "num_groups", "drm_activation",
-                "use_rsa", "residual", "use_fusion", "dtype")
-DTYPES = ("float32", "bfloat16")
 _ITEMS = ("params", "opt_state", "meta")
 _EXPECTED = ("expected a training workdir (holding checkpoints/<step>/), its checkpoints/ "
              "folder, or one step folder holding params/ and meta/")
-
-
-def normalize_model_config(model_config: dict[str, Any]) -> dict[str, Any]:
-    """Completes a model configuration: sizes from the variant, defaults for the rest.
-
-    Args:
-      model_config: at least "scale" and either "variant" or all of "features", "num_blocks",
-        "num_groups" (sizes given next to a variant override it). Other keys of
-        `MODEL_FIELDS` are optional; None means the published default.
-
-    Returns:
-      A dict with every key of `MODEL_FIELDS`, JSON-serialisable.
-
-    Raises:
-      ValueError: unknown keys, an unknown variant or dtype, or missing sizes.
-    """
-    unknown = sorted(set(model_config) - set(MODEL_FIELDS))
-    if unknown:
-        raise ValueError(f"unknown model configuration key(s) {unknown}; expected {MODEL_FIELDS}")
-    config = {k: v for k, v in model_config.items() if v is not None}
-    variant = config.get("variant")
-    if variant is not None:
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown DRSAN variant {variant!r}; expected one of {list(VARIANTS)}")
-        for name, size in zip(("features", "num_blocks", "num_groups"), VARIANTS[variant]):
-            config.setdefault(name, size)
-    missing = [k for k in ("scale", "features", "num_blocks", "num_groups") if k not in config]
-    if missing:
-        raise ValueError(f"model configuration {model_config} lacks {missing} (and no variant)")
-    defaults = {f.name: f.default for f in dataclasses.fields(DRSAN)}
-    full = {"variant": variant}
-    for name in MODEL_FIELDS[1:]:
-        full[name] = config.get(name, defaults.get(name))
-    sizes = (full["features"], full["num_blocks"], full["num_groups"])
-    if variant is not None and VARIANTS[variant] != sizes:
-        full["variant"] = None  # a custom size is no longer the published variant
-    full["dtype"] = jnp.dtype(full["dtype"]).name
-    if full["dtype"] not in DTYPES:
-        raise ValueError(f"model dtype must be one of {DTYPES}, got {full['dtype']!r}")
-    for name in ("scale", "features", "num_blocks", "num_groups"):
-        full[name] = int(full[name])
-    for name in ("use_rsa", "use_fusion"):
-        full[name] = bool(full[name])
-    return full
-
-
-def build_model_from_config(model_config: dict[str, Any]) -> DRSAN:
-    """The DRSAN a (possibly partial, see `normalize_model_config`) model configuration names."""
-    config = normalize_model_config(model_config)
-    kwargs = {k: v for k, v in config.items() if k != "variant"}
-    # The scalar type (jnp.float32), not jnp.dtype("float32"): the two compare equal but hash
-    # differently, and a loaded model must share compiled programs with build_model's.
-    kwargs["dtype"] = getattr(jnp, kwargs["dtype"])
-    return DRSAN(**kwargs)
-
-
-@dataclasses.dataclass(frozen=True)
-class InferenceModel:
-    """A network ready to run: `model.apply({"params": params}, lq)`.
-
-    Attributes:
-      model: the DRSAN, rebuilt from the checkpoint's model configuration.
-      params: its parameters, on the first local device.
-      scale: the upscaling factor.
-      variant: the published variant name, or None for a custom size.
-      step: the training step of the checkpoint (None if it was saved without one).
-      config: the model configuration (see the module docstring).
-      path: the step folder that was loaded.
-      training_config: the training config of the run, for checkpoints written by training.
-      extra: what `save_params_for_inference` was given as `extra`.
-    """
-
-    model: DRSAN
-    params: Any
-    scale: int
-    variant: str | None
-    step: int | None
-    config: dict
-    path: str
-    training_config: dict | None = None
-    extra: dict | None = None
 
 
 def _psnr(metrics: dict[str, Any]) -> float:
@@ -317,13 +234,12 @@ def _is_step_dir(path: Path) -> bool:
             and ocp.path.step.is_path_finalized(path))
 
 
-def load_for_inference(path: str | os.PathLike, which: str = "latest") -> InferenceModel:
+def load(path: str | os.PathLike, which: str = "latest") -> InferenceModel:
     """Loads a checkpoint written by training or by `save_params_for_inference`.
 
     Args:
-      path: a training workdir (`--workdir` of train.py), its `checkpoints/` folder, one
-        step folder, or the name of a model shipped with the package, such as "32s-x2" (see
-        `drsan_jax.pretrained`; a folder of that name in the working directory wins).
+      path: a training workdir (`--workdir` of train.py), its `checkpoints/` folder, or one
+        step folder.
       which: for a workdir, "latest" (default: the most trained) or "best" (the highest
         validation PSNR, see `find_step_dir`).
 
@@ -332,27 +248,21 @@ def load_for_inference(path: str | os.PathLike, which: str = "latest") -> Infere
 
     Raises:
       FileNotFoundError: no checkpoint there.
-      ValueError: a damaged checkpoint, or a shipped-model name that is not shipped
-        (`pretrained.PretrainedError`, which lists the shipped ones).
+      ValueError: a damaged checkpoint or one whose metadata is not drsan-jax's.
     """
-    # Imported here: `python -m drsan_jax.pretrained` must not find itself already imported.
-    from drsan_jax import pretrained
-
-    if pretrained.is_model_name(str(path)) and not Path(path).exists():
-        return pretrained.load(str(path))
     step_dir = find_step_dir(path, which)
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
         meta = checkpointer.restore(
             step_dir, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
         if not isinstance(meta, dict) or "model" not in meta:
             raise ValueError(f"{step_dir}/meta is not drsan-jax checkpoint metadata")
-        model = build_model_from_config(meta["model"])
+        config = normalize_model_config(meta["model"])
+        model = build_model_from_config(config)
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         abstract = jax.tree.map(
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), param_shapes(model))
         params = checkpointer.restore(
             step_dir, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract))).params
-    config = normalize_model_config(meta["model"])
     step = meta.get("step")
     return InferenceModel(
         model=model, params=params, scale=config["scale"], variant=config["variant"],
@@ -362,12 +272,9 @@ def load_for_inference(path: str | os.PathLike, which: str = "latest") -> Infere
 
 __all__ = [
     "CHECKPOINTS_SUBDIR",
-    "MODEL_FIELDS",
-    "InferenceModel",
+    "FORMAT",
     "TrainingCheckpoints",
-    "build_model_from_config",
     "find_step_dir",
-    "load_for_inference",
-    "normalize_model_config",
+    "load",
     "save_params_for_inference",
 ]

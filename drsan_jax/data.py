@@ -47,8 +47,9 @@ DIV2K_HR = "DIV2K_train_HR"
 DIV2K_LR = "DIV2K_train_LR_bicubic"
 TFDS_PREFIX = "tfds:"
 
-# Purposes of the host random streams; each stream is seeded by (seed, host, purpose, counter).
-_CROPS, _ORDER = 0, 1
+# Purposes of the random streams. A host's crops and order are seeded by (seed, host, purpose,
+# counter); the scale of a multi-scale step by (seed, purpose, step), the same on every host.
+_CROPS, _ORDER, _SCALES = 0, 1, 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -385,20 +386,7 @@ class PatchSampler:
         Yields:
           The same batches as `batch(step)`, in step order.
         """
-        pool = concurrent.futures.ThreadPoolExecutor(
-            max(1, workers), thread_name_prefix="drsan-patches")
-        try:
-            ahead = max(1, prefetch)
-            pending = collections.deque(
-                pool.submit(self.batch, step) for step in range(start_step, start_step + ahead))
-            next_step = start_step + ahead
-            while True:
-                batch = pending.popleft().result()
-                pending.append(pool.submit(self.batch, next_step))
-                next_step += 1
-                yield batch
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+        return _prefetched(self.batch, start_step, workers, prefetch)
 
     def state(self, next_step: int) -> dict[str, Any]:
         """What a checkpoint stores to resume the stream: it restarts at `next_step`.
@@ -432,8 +420,75 @@ class PatchSampler:
                 ", ".join(f"{k}: {saved.get(k)} -> {current[k]}" for k in changed))
 
 
+def _prefetched(batch: Callable[[int], dict[str, Any]], start_step: int, workers: int,
+                prefetch: int) -> Iterator[dict[str, Any]]:
+    """Yields batch(start_step), batch(start_step + 1), ..., computed ahead by threads."""
+    pool = concurrent.futures.ThreadPoolExecutor(
+        max(1, workers), thread_name_prefix="drsan-patches")
+    try:
+        ahead = max(1, prefetch)
+        pending = collections.deque(
+            pool.submit(batch, step) for step in range(start_step, start_step + ahead))
+        next_step = start_step + ahead
+        while True:
+            result = pending.popleft().result()
+            pending.append(pool.submit(batch, next_step))
+            next_step += 1
+            yield result
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+class MultiScaleSampler:
+    """Single-scale batches whose scale is drawn uniformly per step (MDSR, LESRCNN-S).
+
+    The scale of step t is a pure function of (seed, t), the same on every host, so a resumed
+    run draws the scales an uninterrupted one would; the batch itself is the step-t batch of
+    that scale's `PatchSampler`.
+    """
+
+    def __init__(self, samplers: dict[int, PatchSampler], seed: int):
+        """Creates a sampler.
+
+        Args:
+          samplers: scale -> the `PatchSampler` of that scale's training pairs.
+          seed: `--config.seed`.
+        """
+        self.samplers = dict(sorted(samplers.items()))
+        self.scales = tuple(self.samplers)
+        self.seed = seed
+
+    def scale_of(self, step: int) -> int:
+        """The scale of training step `step` (0-based)."""
+        rng = np.random.default_rng((self.seed, _SCALES, step))
+        return self.scales[int(rng.integers(len(self.scales)))]
+
+    def batch(self, step: int) -> dict[str, Any]:
+        """{"lq", "gt", "scale"}: the step's batch at its scale (see `PatchSampler.batch`)."""
+        scale = self.scale_of(step)
+        return {**self.samplers[scale].batch(step), "scale": scale}
+
+    def batches(self, start_step: int, workers: int = 2, prefetch: int = 8
+                ) -> Iterator[dict[str, Any]]:
+        """Yields `batch(step)` from `start_step` on, prepared ahead (see `PatchSampler`)."""
+        return _prefetched(self.batch, start_step, workers, prefetch)
+
+    def state(self, next_step: int) -> dict[str, Any]:
+        """What a checkpoint stores: each scale's sampler state (see `PatchSampler.state`)."""
+        return {"next_step": int(next_step), "seed": int(self.seed),
+                "scales": {str(s): sampler.state(next_step)
+                           for s, sampler in self.samplers.items()}}
+
+    def check_resume(self, saved: dict[str, Any]) -> None:
+        """Warns when a checkpoint's sampler states do not describe these samplers."""
+        saved_scales = saved.get("scales", {})
+        for scale, sampler in self.samplers.items():
+            sampler.check_resume(saved_scales.get(str(scale), {}))
+
+
 __all__ = [
     "DIV2K_HR",
+    "MultiScaleSampler",
     "DIV2K_LR",
     "PatchSampler",
     "TrainingPair",

@@ -42,9 +42,10 @@ import numpy as np
 from tqdm import tqdm
 
 import drsan_jax
-from drsan_jax import checkpoints, inference, metrics
+from drsan_jax import inference, metrics
 from drsan_jax.image_io import list_images, read_image, to_rgb_uint8, write_image
-from drsan_jax.models import VARIANTS
+from drsan_jax.loading import load_model
+from drsan_jax.models import config_of, model_name
 from drsan_jax.resize import bicubic_downscale, bicubic_upscale
 
 METHODS = ("model", "bicubic")
@@ -403,14 +404,9 @@ def _as_scored(sr: np.ndarray, gt: np.ndarray, protocol: str) -> np.ndarray:
 
 
 def describe_model(model: Any) -> dict[str, Any]:
-    """The model's constructor fields (JSON-safe), with "variant" when the sizes are published."""
-    fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
-              if f.name not in ("parent", "name")}
-    described = {k: v if isinstance(v, (bool, int, float, str, type(None))) else
-                 getattr(v, "__name__", str(v)) for k, v in fields.items()}
-    sizes = tuple(fields.get(k) for k in ("features", "num_blocks", "num_groups"))
-    variant = next((name for name, v in VARIANTS.items() if v == sizes), None)
-    return {"variant": variant, **described}
+    """The model's name and configuration (`models.config_of`), JSON-safe."""
+    config = config_of(model)
+    return {"name": model_name(config), **config}
 
 
 def software_versions() -> dict[str, str]:
@@ -457,9 +453,7 @@ def _method_name(results: dict[str, Any]) -> str:
     """'bicubic', or 'DRSAN 32s (step 1000) + self-ensemble' and the like."""
     if results["method"] == "bicubic":
         return "bicubic"
-    model = results["model"] or {}
-    name = f"DRSAN {model['variant']}" if model.get("variant") else (
-        f"DRSAN c{model.get('features')} N{model.get('num_blocks')} K{model.get('num_groups')}")
+    name = (results["model"] or {}).get("name", "model")
     if results.get("step") is not None:
         name += f" (step {results['step']})"
     if results.get("self_ensemble"):
@@ -493,11 +487,12 @@ def evaluate_and_report(
     """What `python eval.py` does: load, evaluate, print the table, write the JSON.
 
     Args:
-      ckpt: the checkpoint (`checkpoints.load_for_inference`); required for method "model".
+      ckpt: the checkpoint, shipped name or weights file (`loading.load_model`); required for
+        method "model".
       method: "model" or "bicubic".
       datasets: dataset names; None for every dataset under data_dir/HR.
-      scale: the SR factor. With a checkpoint it is optional and must agree with it;
-        "bicubic" needs it.
+      scale: the SR factor. With a checkpoint it is optional and must be one the model has
+        (a multi-scale model runs that scale's branch); "bicubic" needs it.
       data_dir: the benchmark folder; None for `default_data_dir(repo_root)`.
       repo_root: the checkout (where eval.py lives), to find the default benchmark folder.
       protocol, self_ensemble, exact_shapes, save_images, progress: as in `evaluate`.
@@ -520,12 +515,13 @@ def evaluate_and_report(
         raise EvaluationError(f"--data_dir {data_dir} is not a folder")
     loaded = None
     if method == "model":
-        loaded = checkpoints.load_for_inference(ckpt)
-        if scale is not None and scale != loaded.scale:
+        loaded = load_model(ckpt)
+        if scale is not None and scale not in loaded.scales:
             raise EvaluationError(
                 f"--scale {scale} disagrees with the checkpoint {loaded.path}, which is a "
                 f"x{loaded.scale} model; drop --scale or pass a x{scale} checkpoint"
             )
+        loaded = loaded.at_scale(scale)
         scale = loaded.scale
     start = time.perf_counter()
     results = evaluate(
@@ -536,7 +532,6 @@ def evaluate_and_report(
         for single in results["results"].values() if protocol == BOTH else [results]:
             single["checkpoint"] = loaded.path
             single["step"] = loaded.step
-            single["model"]["variant"] = loaded.variant
     print(format_table(results, per_image))
     print(f"evaluated in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     if output_json is not None:

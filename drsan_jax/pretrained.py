@@ -1,13 +1,13 @@
-"""Trained DRSAN weights that ship inside the package, loaded by name ("32s-x2").
+"""Trained weights that ship inside the package, loaded by name ("32s-x2").
 
-Each shipped model is one compressed `.npz` file in `drsan_jax/pretrained/` holding the
-parameters under their flattened Flax paths ("DRAG_0/DRM/conv_in/kernel", ...), stored as
-float16 or float32, and one entry of `drsan_jax/pretrained/manifest.json`:
+Each shipped model is one compact `.npz` file (`drsan_jax.compact`) in `drsan_jax/pretrained/`
+holding the parameters under their flattened Flax paths ("DRAG_0/DRM/conv_in/kernel", ...),
+stored as float16 or float32, and one entry of `drsan_jax/pretrained/manifest.json`:
 
     {"format": "drsan-jax pretrained 1",
      "models": {"32s-x2": {
         "file": "32s-x2.npz", "sha256": "...", "storage_dtype": "float16",
-        "model": <the model configuration, see drsan_jax.checkpoints>,
+        "model": <the model configuration, see drsan_jax.models.schema>,
         "training": {"data", "steps", "command", "config", "notes", "source"},
         "evaluation": {"<protocol>": {"plain" | "self_ensemble": {"<dataset>": {"psnr", "ssim"}}}},
         "storage_cost": <PSNR of the float32 checkpoint minus the stored weights', per set>}}}
@@ -15,9 +15,10 @@ float16 or float32, and one entry of `drsan_jax/pretrained/manifest.json`:
 `evaluation` holds what `eval.py --ckpt <name> --output_json ...` measured; `record_eval` copies
 it there from eval.py's JSON, so the manifest's numbers are the script's, never typed by hand.
 
-Everything that accepts a checkpoint (`eval.py --ckpt`, `python -m drsan_jax.upscale --ckpt`,
-`drsan_jax.load`) accepts these names through `checkpoints.load_for_inference`. Maintainers
-add a model with the command line of this module:
+A shipped name is "<model>-x<scale>", the model being any name of `drsan_jax.models` (the DRSAN
+short names included: "32s-x2"). Everything that accepts a checkpoint (`eval.py --ckpt`,
+`python -m drsan_jax.upscale --ckpt`, `drsan_jax.load`) accepts these names through
+`drsan_jax.loading`. Maintainers add a model with the command line of this module:
 
     python -m drsan_jax.pretrained export --ckpt runs/32s_x2 --name 32s-x2 --data "T91+BSD200"
     python eval.py --ckpt 32s-x2 --datasets Set5,Set14,B100 --protocol both --output_json e.json
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import re
@@ -37,15 +37,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from drsan_jax import checkpoints, compact, files
+from drsan_jax.models import MODEL_NAMES, VARIANTS, InferenceModel, build_model_from_config
+from drsan_jax.models import normalize_model_config, param_shapes
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 MANIFEST_NAME = "manifest.json"
 FORMAT = "drsan-jax pretrained 1"
-STORAGE_DTYPES = ("float16", "float32")
-# A shipped model's name: the published variant and the scale, e.g. "32s-x2".
-NAME_PATTERN = re.compile(r"^(32s|32m|32l|48s|48m)-x([234])$")
-SEPARATOR = "/"
+STORAGE_DTYPES = compact.STORAGE_DTYPES
+# A shipped model's name: a model name (or DRSAN short name) and the scale, e.g. "32s-x2".
+NAME_PATTERN = re.compile(
+    r"^(" + "|".join(re.escape(n) for n in (*MODEL_NAMES, *VARIANTS)) + r")-x([234])$")
 
 
 class PretrainedError(ValueError):
@@ -75,9 +77,7 @@ def write_manifest(manifest: dict[str, Any], directory: str | os.PathLike | None
     """Writes the manifest, models sorted by name, atomically."""
     path = Path(directory or PRETRAINED_DIR) / MANIFEST_NAME
     manifest = {"format": FORMAT, "models": dict(sorted(manifest["models"].items()))}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    tmp.replace(path)
+    files.atomic_write_json(path, manifest)
 
 
 def available(directory: str | os.PathLike | None = None) -> list[str]:
@@ -93,8 +93,6 @@ def default_for_scale(scale: int, directory: str | os.PathLike | None = None) ->
     Raises:
       PretrainedError: no model for that scale ships.
     """
-    from drsan_jax.models import VARIANTS
-
     shipped = available(directory)
     names = [f"{v}-x{scale}" for v in VARIANTS if f"{v}-x{scale}" in shipped]
     if not names:
@@ -111,35 +109,8 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def flatten_params(params: Any) -> dict[str, Any]:
-    """{"DRAG_0/DRM/conv_in/kernel": leaf, ...} from a nested parameter dict."""
-    flat = {}
-
-    def visit(prefix: str, node: Any) -> None:
-        if isinstance(node, dict) or hasattr(node, "items"):
-            for key, child in node.items():
-                visit(f"{prefix}{SEPARATOR}{key}" if prefix else str(key), child)
-        else:
-            flat[prefix] = node
-
-    visit("", params)
-    return flat
-
-
-def unflatten_params(flat: dict[str, np.ndarray]) -> dict[str, Any]:
-    """The inverse of `flatten_params`."""
-    tree: dict[str, Any] = {}
-    for path, value in flat.items():
-        node = tree
-        *parents, leaf = path.split(SEPARATOR)
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return tree
-
-
 def load(name: str, directory: str | os.PathLike | None = None):
-    """Loads a shipped model as a `checkpoints.InferenceModel` (float32 parameters).
+    """Loads a shipped model as an `InferenceModel` (float32 parameters).
 
     Args:
       name: a shipped model's name, e.g. "32s-x2" (see `available`).
@@ -150,10 +121,6 @@ def load(name: str, directory: str | os.PathLike | None = None):
         manifest's), or weights that do not fit the manifest's model.
     """
     import jax
-    import jax.numpy as jnp
-
-    from drsan_jax import checkpoints
-    from drsan_jax.models import param_shapes
 
     directory = Path(directory or PRETRAINED_DIR)
     models = read_manifest(directory)["models"]
@@ -167,24 +134,16 @@ def load(name: str, directory: str | os.PathLike | None = None):
     if _sha256(path) != entry["sha256"]:
         raise PretrainedError(f"the weights of {name} ({path}) are damaged: their SHA-256 "
                               f"differs from the manifest's; reinstall drsan-jax")
-    with np.load(path) as stored:
-        flat = {key: stored[key] for key in stored.files}
-    model = checkpoints.build_model_from_config(entry["model"])
-    expected = {k: v.shape for k, v in flatten_params(param_shapes(model)).items()}
-    got = {k: v.shape for k, v in flat.items()}
-    if expected != got:
-        missing = sorted(set(expected) - set(got))
-        unexpected = sorted(set(got) - set(expected))
-        wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
-        raise PretrainedError(
-            f"the weights in {path} do not fit the manifest's model {entry['model']}: "
-            f"missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shapes {wrong[:3]}")
-    device = jax.local_devices()[0]
-    params = unflatten_params(
-        {k: jax.device_put(jnp.asarray(v, jnp.float32), device) for k, v in flat.items()})
-    config = checkpoints.normalize_model_config(entry["model"])
+    try:
+        flat, _ = compact.read(path)
+        model = build_model_from_config(entry["model"])
+        params = compact.to_params(flat, param_shapes(model), f"{path} ({name})")
+    except compact.WeightsError as e:
+        raise PretrainedError(str(e)) from None
+    params = jax.device_put(params, jax.local_devices()[0])
+    config = normalize_model_config(entry["model"])
     training = entry.get("training", {})
-    return checkpoints.InferenceModel(
+    return InferenceModel(
         model=model, params=params, scale=config["scale"], variant=config["variant"],
         step=training.get("steps"), config=config, path=f"{name} ({path})",
         training_config=training.get("config"),
@@ -208,7 +167,7 @@ def export(
     longer describe the new weights).
 
     Args:
-      ckpt: a training workdir or step folder (see `checkpoints.load_for_inference`).
+      ckpt: a training workdir or step folder (see `checkpoints.load`).
       name: the shipped name; must be "<variant>-x<scale>" of the checkpoint's model.
       storage_dtype: "float16" (half the size) or "float32".
       which: "latest" or "best" step of a workdir.
@@ -218,22 +177,19 @@ def export(
     Returns:
       The weights file written.
     """
-    from drsan_jax import checkpoints
-
     if storage_dtype not in STORAGE_DTYPES:
         raise PretrainedError(f"storage dtype {storage_dtype!r}: expected one of {STORAGE_DTYPES}")
-    loaded = checkpoints.load_for_inference(ckpt, which)
-    expected_name = f"{loaded.variant}-x{loaded.scale}"
-    if name != expected_name:
-        raise PretrainedError(f"{ckpt} holds a {expected_name} model, not {name}")
+    loaded = checkpoints.load(ckpt, which)
+    valid = {f"{loaded.name}-x{loaded.scale}"}
+    if loaded.family.name == "drsan" and loaded.variant:
+        valid.add(f"{loaded.variant}-x{loaded.scale}")  # the short DRSAN names
+    if name not in valid:
+        raise PretrainedError(f"{ckpt} holds a {loaded.name} x{loaded.scale} model; name it "
+                              f"{' or '.join(sorted(valid))}, not {name}")
     directory = Path(directory or PRETRAINED_DIR)
     directory.mkdir(parents=True, exist_ok=True)
-    flat = {k: np.asarray(v).astype(storage_dtype)
-            for k, v in flatten_params(loaded.params).items()}
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **flat)
-    path = directory / f"{name}.npz"
-    path.write_bytes(buffer.getvalue())
+    path = files.atomic_write_bytes(directory / f"{name}.npz",
+                                    compact.encode(loaded.params, storage_dtype))
     config = dict(loaded.training_config or {})
     manifest = read_manifest(directory)
     manifest["models"][name] = {

@@ -1,12 +1,15 @@
-"""Parameter counts and multiply-adds of the DRSAN variants, as the paper reports them.
+"""Parameter counts and multiply-adds of every model, as the papers report them.
 
-    python -m drsan_jax.summary                       # all 15 (variant, scale) pairs
-    python -m drsan_jax.summary --variant 48m --scale 4
-    python -m drsan_jax.summary --json
+    python -m drsan_jax.summary                       # every (model, scale) pair
+    python -m drsan_jax.summary --model drsan-48m --scale 4
+    python -m drsan_jax.summary --model mdsr --json
 
-Multiply-adds are convolution MACs for one 1280x720 HR output, the unit of the paper's tables.
-They are counted from the convolutions the model actually runs (intercepted while tracing shapes,
-so nothing is computed), which keeps the count true under the ablation switches.
+Multiply-adds are convolution MACs for one 1280x720 HR output, the unit of the DRSAN and DRAN
+tables. They are counted from the convolutions the model actually runs at that scale
+(intercepted while tracing shapes, so nothing is computed), which keeps the count true under
+the ablation switches and counts one branch of a multi-scale model. `params` counts the
+parameters that run at that scale; `params_total` the whole model (more for MDSR and
+LESRCNN-S, which hold every scale's branch).
 """
 
 from __future__ import annotations
@@ -21,13 +24,21 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from drsan_jax.conv import Conv
-from drsan_jax.models import DRSAN, SCALES, VARIANTS, build_model, count_params, param_shapes
+from drsan_jax.models import (
+    MODEL_NAMES,
+    SCALES,
+    build_model,
+    count_params,
+    param_shapes,
+    resolve,
+    scale_path,
+)
+from drsan_jax.models.conv import Conv
 
 HR_SIZE_720P = (720, 1280)  # (H, W) of the HR output behind the paper's MAC figures.
 
 
-def conv_macs(model: DRSAN, hr_size: tuple[int, int] = HR_SIZE_720P) -> float:
+def conv_macs(model: nn.Module, hr_size: tuple[int, int] = HR_SIZE_720P) -> float:
     """Convolution multiply-adds of `model` for one HR output of `hr_size` (H, W).
 
     The LR input of a 1280x720 output at x3 is not a whole number of pixels (426.67 x 240), so
@@ -48,31 +59,39 @@ def conv_macs(model: DRSAN, hr_size: tuple[int, int] = HR_SIZE_720P) -> float:
         return next_fun(*args, **kwargs)
 
     x = jax.ShapeDtypeStruct((1, lq_side, lq_side, 3), jnp.float32)
+    shapes = param_shapes(model)
     with nn.intercept_methods(count):
-        jax.eval_shape(model.init, jax.random.key(0), x)
+        jax.eval_shape(lambda p, x: model.apply({"params": p}, x), shapes, x)
     lq_pixels = hr_size[0] * hr_size[1] / model.scale**2
     return macs / lq_side**2 * lq_pixels
 
 
-def summarize(variant: str, scale: int) -> dict[str, Any]:
-    """Parameter count and 720p MACs of one published variant at one scale."""
-    model = build_model(variant, scale)
+def summarize(name: str, scale: int) -> dict[str, Any]:
+    """Parameter counts and 720p MACs of one published model at one scale."""
+    family, variant = resolve(name)
+    model = build_model(name, scale)
+    shapes = param_shapes(model)
     return {
-        "variant": variant,
+        "model": family.model_name(variant),
         "scale": scale,
-        "params": count_params(param_shapes(model)),
+        "params": count_params(scale_path(shapes, scale)),
+        "params_total": count_params(shapes),
         "macs": conv_macs(model),
     }
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Human-readable table in the paper's units (parameters in K and M, MACs in G)."""
-    lines = [f"{'model':<8}{'scale':>6}{'params':>12}{'params (M)':>12}{'MACs (G)':>11}"]
+    lines = [f"{'model':<15}{'scale':>6}{'params':>12}{'params (M)':>12}{'MACs (G)':>10}"
+             f"{'whole model':>13}"]
     for row in rows:
+        whole = f"{row['params_total']:>13,}" if row["params_total"] != row["params"] else ""
         lines.append(
-            f"{row['variant']:<8}{'x' + str(row['scale']):>6}{row['params']:>12,}"
-            f"{row['params'] / 1e6:>12.3f}{row['macs'] / 1e9:>11.1f}"
+            f"{row['model']:<15}{'x' + str(row['scale']):>6}{row['params']:>12,}"
+            f"{row['params'] / 1e6:>12.3f}{row['macs'] / 1e9:>10.1f}{whole}"
         )
+    lines.append("params: the parameters that run at that scale; whole model: all of a "
+                 "multi-scale model's branches.")
     lines.append("MACs: convolution multiply-adds for one 1280x720 HR output.")
     return "\n".join(lines)
 
@@ -80,16 +99,23 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m drsan_jax.summary",
-        description="Parameter counts and multiply-adds (1280x720 HR output) of DRSAN variants.",
+        description="Parameter counts and multiply-adds (1280x720 HR output) of every model.",
     )
-    parser.add_argument("--variant", choices=list(VARIANTS), help="one variant (default: all)")
+    parser.add_argument("--model", "--variant", dest="model", metavar="NAME",
+                        help=f"one model (default: all): {', '.join(MODEL_NAMES)}; the DRSAN "
+                             f"short names (32s, ...) work too")
     parser.add_argument("--scale", type=int, choices=list(SCALES), help="one scale (default: all)")
     parser.add_argument("--json", action="store_true", help="print a JSON list of objects")
     args = parser.parse_args(argv)
 
-    variants = [args.variant] if args.variant else list(VARIANTS)
+    if args.model is not None:
+        try:
+            resolve(args.model)
+        except ValueError as e:
+            parser.error(f"--model: {e}")
+    names = [args.model] if args.model else list(MODEL_NAMES)
     scales = [args.scale] if args.scale else list(SCALES)
-    rows = [summarize(v, s) for v in variants for s in scales]
+    rows = [summarize(n, s) for n in names for s in scales]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

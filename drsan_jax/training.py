@@ -1,10 +1,13 @@
-"""Training DRSAN with the paper's recipe, resumable at any step, on one device or many hosts.
+"""Training any model with its authors' recipe, resumable at any step, on one device or many hosts.
 
 `train_and_evaluate(config, workdir)` is what `train.py` calls. It
 
 - checks the config before anything expensive starts (errors name the `--config.*` flag);
-- builds the model from `config.model`, Adam with the staircase-decayed learning rate
-  (`learning_rate_schedule`), and the L1 loss;
+- builds the model from `config.model` (any family of `drsan_jax.models`), Adam with the
+  staircase-decayed learning rate (`learning_rate_schedule`) and optional global-norm gradient
+  clipping, and the L1 or MSE loss;
+- for a multi-scale model (MDSR, LESRCNN-S), draws each step's scale uniformly as a pure function
+  of (seed, step) and runs that scale's branch; each scale's step is compiled once;
 - resumes from the latest checkpoint in `workdir` if there is one (else starts fresh, or from
   `config.init_from`), including the patch sampler, so that k steps + resume + (N - k) steps
   equal N steps in one go exactly;
@@ -21,7 +24,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import itertools
 import logging as std_logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -31,21 +36,39 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import flax.linen as nn
 import tensorboardX
 from absl import logging
 from flax import traverse_util
 from flax.training.train_state import TrainState
 
 from drsan_jax import checkpoints, data, evaluation, parallel
-from drsan_jax.models import DRSAN, SCALES, count_params, init_params, param_shapes
+from drsan_jax.loading import load_model
+from drsan_jax.models import (
+    DTYPES,
+    build_model_from_config,
+    count_params,
+    init_params,
+    model_name,
+    normalize_model_config,
+    param_shapes,
+)
 
-# Parameters under this module depend on the scale; `init_from` copies them only at equal scales.
+# Top-level parameter names that depend on the scale (`drsan_jax.models.family`): a single-scale
+# model's upsampler, a multi-scale model's per-scale branches.
 UPSAMPLER = "upsampler"
+SCALE_BRANCH = re.compile(r"_x[234]$")
+LOSSES = ("l1", "mse")
 
 
 def model_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """The full model configuration (as stored in checkpoints) of a training config."""
-    return checkpoints.normalize_model_config({**config.model.to_dict(), "scale": config.scale})
+    return normalize_model_config({**config.model.to_dict(), "scale": config.scale})
+
+
+def _is_scale_dependent(name: str) -> bool:
+    top = name.split("/", 1)[0]
+    return top == UPSAMPLER or SCALE_BRANCH.search(top) is not None
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -58,7 +81,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                 value = value[part]
             raise ValueError(f"--config.{flag}={value!r}: expected {expected}")
 
-    require(config.scale in SCALES, "scale", f"one of {SCALES}")
     for name in ("patch_size", "batch_size", "num_train_steps", "lr_decay_steps",
                  "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
                  "data_workers", "prefetch_batches"):
@@ -67,24 +89,34 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     require(config.keep_best_checkpoints >= 0, "keep_best_checkpoints", "0 or more")
     require(config.learning_rate > 0, "learning_rate", "a positive number")
     require(0 < config.lr_decay_rate <= 1, "lr_decay_rate", "a factor in (0, 1]")
-    require(config.model.dtype in checkpoints.DTYPES, "model.dtype", f"one of {checkpoints.DTYPES}")
+    require(config.loss in LOSSES, "loss", f"one of {LOSSES}")
+    require(config.grad_clip_norm is None or config.grad_clip_norm > 0, "grad_clip_norm",
+            "a positive number, or None for no clipping")
+    require(config.model.dtype in DTYPES, "model.dtype", f"one of {DTYPES}")
     try:
-        checkpoints.build_model_from_config(model_config(config))
+        cfg = model_config(config)
+        build_model_from_config(cfg)
     except ValueError as e:
-        raise ValueError(f"--config.model.*: {e}") from None
+        flag = "scale" if str(e).startswith("scale ") else "model.*"
+        raise ValueError(f"--config.{flag}: {e}") from None
     if config.init_from:
         try:
             checkpoints.find_step_dir(config.init_from)
         except (FileNotFoundError, ValueError) as e:
             raise ValueError(f"--config.init_from={config.init_from!r}: {e}") from None
-    for name in _val_datasets(config):
+    for name, scale in itertools.product(_val_datasets(config), _train_scales(config)):
         try:
-            evaluation.pair_images(config.val_data, name, config.scale)
+            evaluation.pair_images(config.val_data, name, scale)
         except ValueError as e:
             raise ValueError(
                 f"--config.val_data={config.val_data!r}, --config.val_datasets="
                 f"{config.val_datasets!r}: {e} (--config.val_datasets='' turns validation off)"
             ) from None
+
+
+def _train_scales(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+    """The scales a run trains: all of a multi-scale model's, else `config.scale`."""
+    return tuple(build_model_from_config(model_config(config)).scales)
 
 
 def _val_datasets(config: ml_collections.ConfigDict) -> list[str]:
@@ -102,12 +134,15 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
 
 
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Adam(b1, b2, eps) with the staircase schedule."""
-    return optax.adam(learning_rate_schedule(config), b1=config.adam_b1, b2=config.adam_b2,
+    """Adam(b1, b2, eps) with the staircase schedule, after global-norm clipping if asked."""
+    adam = optax.adam(learning_rate_schedule(config), b1=config.adam_b1, b2=config.adam_b2,
                       eps=config.adam_eps)
+    if config.get("grad_clip_norm") is None:
+        return adam
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), adam)
 
 
-def create_train_state(model: DRSAN, tx: optax.GradientTransformation, params: Any,
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, params: Any,
                        mesh: jax.sharding.Mesh) -> TrainState:
     """A step-0 train state, replicated on every device of the mesh.
 
@@ -124,17 +159,28 @@ def create_train_state(model: DRSAN, tx: optax.GradientTransformation, params: A
 
 
 def l1_loss(sr: jax.Array, gt: jax.Array) -> jax.Array:
-    """Mean absolute error, the paper's training loss."""
+    """Mean absolute error: DRSAN's, DRAN's and EDSR's training loss."""
     return jnp.mean(jnp.abs(sr - gt))
 
 
-@functools.partial(jax.jit, donate_argnums=(0,))
-def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
-    """One Adam step on the L1 loss of a batch.
+def mse_loss(sr: jax.Array, gt: jax.Array) -> jax.Array:
+    """Mean squared error: LESRCNN's training loss (`nn.MSELoss` on [0, 1])."""
+    return jnp.mean(jnp.square(sr - gt))
+
+
+_LOSS_FUNCTIONS = {"l1": l1_loss, "mse": mse_loss}
+
+
+@functools.partial(jax.jit, donate_argnums=(0,), static_argnames=("loss",))
+def train_step(state: TrainState, batch: dict[str, jax.Array], loss: str = "l1"
+               ) -> tuple[TrainState, dict]:
+    """One optimizer step on the loss of a batch.
 
     Args:
-      state: the train state (donated: its buffers are reused for the result).
+      state: the train state (donated: its buffers are reused for the result). Its `apply_fn`
+        is the model at the batch's scale (a multi-scale model's branch).
       batch: {"lq": (B, p, p, 3) uint8, "gt": (B, p*s, p*s, 3) uint8}, split over the mesh.
+      loss: "l1" or "mse".
 
     Returns:
       (new state, {"loss", "grad_norm", "finite"}) with "finite" False if the loss or the
@@ -144,44 +190,47 @@ def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainSta
     gt = batch["gt"].astype(jnp.float32) / 255.0  # (B, p*s, p*s, 3)
 
     def loss_fn(params):
-        return l1_loss(state.apply_fn({"params": params}, lq), gt)
+        return _LOSS_FUNCTIONS[loss](state.apply_fn({"params": params}, lq), gt)
 
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    value, grads = jax.value_and_grad(loss_fn)(state.params)
     grad_norm = optax.tree.norm(grads)
     state = state.apply_gradients(grads=grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    return state, {"loss": loss, "grad_norm": grad_norm, "finite": finite}
+    finite = jnp.isfinite(value) & jnp.isfinite(grad_norm)
+    return state, {"loss": value, "grad_norm": grad_norm, "finite": finite}
 
 
 def params_from_checkpoint(path: str, model_cfg: dict[str, Any], params: Any
                            ) -> tuple[Any, list[str], list[str]]:
     """The `init_from` rule: copies a checkpoint's parameters into freshly initialised ones.
 
-    Every parameter outside the upsampler is copied and must exist with the same shape (the
-    source must be the same variant with the same ablation switches). The upsampler is copied
-    when the source has the same scale, and otherwise keeps its fresh initialisation (the
-    EDSR way of starting x3/x4 from x2). The output convolution (c -> 3) does not depend on the
-    scale and is copied.
+    Every parameter whose name and shape match is copied, as the EDSR authors start x3/x4 from
+    x2. Parameters outside the scale-dependent layers (the upsampler, a multi-scale model's
+    `_x<s>` branches) must all match: the source must be the same family and size with the same
+    ablation switches. Scale-dependent ones that do not match keep their fresh initialisation
+    (at x2 -> x4 the first upsampler conv has the same shape and is copied; at x2 -> x3 none
+    is). The output convolution (c -> 3) does not depend on the scale and is copied.
 
     Args:
-      path: a workdir, checkpoints folder or step folder.
+      path: anything `loading.load_model` accepts (a workdir, a shipped name, a weights file).
       model_cfg: the model configuration being trained.
       params: its fresh parameters.
 
     Returns:
       (params, names of copied parameters, names of re-initialised ones).
     """
-    source = checkpoints.load_for_inference(path)
-    copy_upsampler = source.scale == model_cfg["scale"]
+    source = load_model(path)
+    if source.config["family"] != model_cfg["family"]:
+        raise ValueError(f"--config.init_from={path!r} is a {source.name} checkpoint; it cannot "
+                         f"start a {model_name(model_cfg)} model")
     src = traverse_util.flatten_dict(jax.device_get(source.params), sep="/")
     dst = traverse_util.flatten_dict(jax.device_get(params), sep="/")
     copied, fresh, mismatched = [], [], []
     for name, value in dst.items():
-        if name.startswith(UPSAMPLER + "/") and not copy_upsampler:
-            fresh.append(name)
-        elif name in src and src[name].shape == value.shape:
+        if name in src and src[name].shape == value.shape:
             dst[name] = src[name]
             copied.append(name)
+        elif _is_scale_dependent(name):
+            fresh.append(name)
         else:
             mismatched.append(f"{name} {value.shape} vs {getattr(src.get(name), 'shape', None)}")
     if mismatched:
@@ -221,9 +270,8 @@ def _format_duration(seconds: float) -> str:
     return f"{minutes}m {seconds:02d}s"
 
 
-def _describe_model(model_cfg: dict[str, Any]) -> str:
-    name = model_cfg["variant"] or "c{features} N{num_blocks} K{num_groups}".format(**model_cfg)
-    return f"DRSAN-{name} x{model_cfg['scale']}"
+def _describe_model(model_cfg: dict[str, Any], scales: tuple[int, ...]) -> str:
+    return f"{model_name(model_cfg)} {'/'.join(f'x{s}' for s in scales)}"
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
@@ -255,16 +303,17 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path) -> Tra
     mesh = parallel.make_mesh()
     host_batch = parallel.host_batch_size(config.batch_size, mesh)
     model_cfg = model_config(config)
-    model = checkpoints.build_model_from_config(model_cfg)
+    model = build_model_from_config(model_cfg)
+    scales = tuple(model.scales)
     shapes = param_shapes(model)
     val_datasets = _val_datasets(config)
     logging.info("devices: %s", parallel.describe_devices(mesh))
-    logging.info("global batch %d (%d per device, %d per host); LR patches %dx%d, HR %dx%d",
+    logging.info("global batch %d (%d per device, %d per host); LR patches %dx%d, HR %s",
                  config.batch_size, config.batch_size // mesh.devices.size, host_batch,
-                 config.patch_size, config.patch_size, config.patch_size * config.scale,
-                 config.patch_size * config.scale)
-    logging.info("model %s: %s parameters, %s compute", _describe_model(model_cfg),
-                 f"{count_params(shapes):,}", model_cfg["dtype"])
+                 config.patch_size, config.patch_size,
+                 " / ".join(f"{config.patch_size * s}x{config.patch_size * s}" for s in scales))
+    logging.info("model %s: %s parameters, %s compute; %s loss", _describe_model(model_cfg, scales),
+                 f"{count_params(shapes):,}", model_cfg["dtype"], config.loss.upper())
 
     ckpts = checkpoints.TrainingCheckpoints(workdir, config.keep_checkpoints,
                                             config.keep_best_checkpoints)
@@ -273,25 +322,37 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path) -> Tra
                  config.keep_checkpoints, config.keep_best_checkpoints)
     with contextlib.ExitStack() as stack:
         stack.callback(ckpts.close)
-        dataset = data.load_training_set(
-            config.train_data, config.scale, config.patch_size, config.cache_dir,
-            jax.process_index(), jax.process_count(), config.data_workers)
-        logging.info("training data: %d images on this host from %s (cache %s)",
-                     len(dataset.pairs), config.train_data, config.cache_dir)
-        sampler = data.PatchSampler(dataset, host_batch, config.patch_size, config.seed,
-                                    jax.process_index())
+        sampler = _make_sampler(config, scales, host_batch)
         tx = create_optimizer(config)
         state = _initial_state(config, workdir, ckpts, model, model_cfg, tx, mesh, sampler)
         writer = tensorboardX.SummaryWriter(str(workdir)) if jax.process_index() == 0 else None
         if writer is not None:
             stack.callback(writer.close)
         if val_datasets:
-            logging.info("validation: %s at x%d from %s every %d steps", ", ".join(val_datasets),
-                         config.scale, config.val_data, config.eval_every_steps)
+            logging.info("validation: %s at %s from %s every %d steps", ", ".join(val_datasets),
+                         "/".join(f"x{s}" for s in scales), config.val_data,
+                         config.eval_every_steps)
         logging.info("TensorBoard: tensorboard --logdir %s", workdir)
         state = _train_loop(config, state, sampler, mesh, ckpts, writer, model, model_cfg,
                             val_datasets)
     return state
+
+
+def _make_sampler(config: ml_collections.ConfigDict, scales: tuple[int, ...], host_batch: int
+                  ) -> data.PatchSampler | data.MultiScaleSampler:
+    """The patch sampler of this host: one scale's, or a multi-scale model's draw per step."""
+    samplers = {}
+    for scale in scales:
+        dataset = data.load_training_set(
+            config.train_data, scale, config.patch_size, config.cache_dir,
+            jax.process_index(), jax.process_count(), config.data_workers)
+        logging.info("training data: %d images on this host from %s at x%d (cache %s)",
+                     len(dataset.pairs), config.train_data, scale, config.cache_dir)
+        samplers[scale] = data.PatchSampler(dataset, host_batch, config.patch_size, config.seed,
+                                            jax.process_index())
+    if len(scales) == 1:
+        return samplers[scales[0]]
+    return data.MultiScaleSampler(samplers, config.seed)
 
 
 def _initial_state(config, workdir, ckpts, model, model_cfg, tx, mesh, sampler) -> TrainState:
@@ -301,8 +362,9 @@ def _initial_state(config, workdir, ckpts, model, model_cfg, tx, mesh, sampler) 
         meta = ckpts.restore_meta(latest)
         # The compute dtype may change on resume (e.g. bfloat16 on a new GPU); the parameters
         # are float32 either way. Anything else is another network.
-        changed = {k: (meta["model"].get(k), v) for k, v in model_cfg.items()
-                   if meta["model"].get(k) != v and k != "dtype"}
+        saved = normalize_model_config(meta["model"])
+        changed = {k: (saved.get(k), v) for k, v in model_cfg.items()
+                   if saved.get(k) != v and k != "dtype"}
         if changed:
             raise ValueError(
                 f"{workdir} holds checkpoints of another model (checkpoint -> config: {changed});"
@@ -338,20 +400,31 @@ def _train_loop(config, state, sampler, mesh, ckpts, writer, model, model_cfg, v
     window = []  # host metrics since the last progress line
     window_start, paused = time.perf_counter(), 0.0
 
+    def last_good() -> str:
+        latest = ckpts.latest_step()
+        if latest is None:
+            return "No checkpoint was saved yet, so rerunning starts from the beginning"
+        return (f"The last good checkpoint is step {latest} in {ckpts.directory}; rerunning "
+                f"resumes from it")
+
     def check(step: int, device_metrics: dict) -> None:
         host = jax.device_get(device_metrics)
         if not host["finite"]:
             raise FloatingPointError(
                 f"training diverged at step {step}: loss {float(host['loss'])}, gradient norm "
-                f"{float(host['grad_norm'])}; stopped without saving. The last good checkpoint "
-                f"is step {ckpts.latest_step()} in {ckpts.directory}; rerunning resumes from it "
+                f"{float(host['grad_norm'])}; stopped without saving. {last_good()} "
                 f"(consider a lower --config.learning_rate)")
         window.append(host)
 
+    branches = {s: model.clone(scale=s) for s in model.scales}
     batches = sampler.batches(start, config.data_workers, config.prefetch_batches)
     with contextlib.closing(batches):
         for step in range(start + 1, total + 1):
-            state, step_metrics = train_step(state, parallel.shard_batch(next(batches), mesh))
+            batch = next(batches)
+            # A multi-scale batch names its scale: run that branch (compiled once per scale).
+            state = state.replace(apply_fn=branches[batch.pop("scale", model.scale)].apply)
+            state, step_metrics = train_step(state, parallel.shard_batch(batch, mesh),
+                                             loss=config.loss)
             pending.append((step, step_metrics))
             # The previous step's metrics are ready by now: looking at them does not stall the
             # device, which is already running this step.
@@ -399,33 +472,43 @@ def _train_loop(config, state, sampler, mesh, ckpts, writer, model, model_cfg, v
 def _validate_and_log(config, model, params, val_datasets, writer, step):
     """Validates with eval.py's code, logs the scores, returns the checkpoint metrics.
 
-    Every host validates on its first device (the parameters are replicated, so a host copy
-    is the whole model); the scores are the same everywhere.
+    A multi-scale model is validated at each of its scales; the checkpoint's PSNR is the mean
+    over datasets and scales. Every host validates on its first device (the parameters are
+    replicated, so a host copy is the whole model); the scores are the same everywhere.
     """
-    results = evaluation.evaluate(model, jax.device_get(params), config.val_data, val_datasets,
-                                  config.scale, protocol="drsan", progress=False)
-    scores = results["datasets"]
-    for name, score in scores.items():
-        logging.info("validation step %d: %s x%d PSNR %.3f dB, SSIM %.4f (%d images)", step, name,
-                     config.scale, score["psnr"], score["ssim"], score["num_images"])
-        if writer is not None:
-            writer.add_scalar(f"val/{name}/psnr", score["psnr"], step)
-            writer.add_scalar(f"val/{name}/ssim", score["ssim"], step)
+    params = jax.device_get(params)
+    rows = {}  # (dataset, scale) -> score
+    for scale in model.scales:
+        results = evaluation.evaluate(model.clone(scale=scale), params, config.val_data,
+                                      val_datasets, scale, protocol="drsan", progress=False)
+        for name, score in results["datasets"].items():
+            rows[name, scale] = score
+            logging.info("validation step %d: %s x%d PSNR %.3f dB, SSIM %.4f (%d images)", step,
+                         name, scale, score["psnr"], score["ssim"], score["num_images"])
+    single = len(model.scales) == 1
     if writer is not None:
+        for (name, scale), score in rows.items():
+            tag = name if single else f"{name}_x{scale}"
+            writer.add_scalar(f"val/{tag}/psnr", score["psnr"], step)
+            writer.add_scalar(f"val/{tag}/ssim", score["ssim"], step)
         writer.flush()
     return {
-        "psnr": float(np.mean([s["psnr"] for s in scores.values()])),
-        "ssim": float(np.mean([s["ssim"] for s in scores.values()])),
-        "datasets": {name: {"psnr": s["psnr"], "ssim": s["ssim"]} for name, s in scores.items()},
+        "psnr": float(np.mean([s["psnr"] for s in rows.values()])),
+        "ssim": float(np.mean([s["ssim"] for s in rows.values()])),
+        "datasets": {(name if single else f"{name}_x{scale}"): {"psnr": s["psnr"],
+                                                                 "ssim": s["ssim"]}
+                     for (name, scale), s in rows.items()},
     }
 
 
 __all__ = [
+    "LOSSES",
     "UPSAMPLER",
     "check_config",
     "create_optimizer",
     "create_train_state",
     "l1_loss",
+    "mse_loss",
     "learning_rate_schedule",
     "model_config",
     "params_from_checkpoint",

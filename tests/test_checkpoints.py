@@ -8,14 +8,14 @@ import optax
 import pytest
 
 from drsan_jax import checkpoints
-from drsan_jax.models import build_model, init_params
+from drsan_jax.models import build_model_from_config, init_params
 
 TINY = {"features": 8, "num_blocks": 1, "num_groups": 2, "scale": 3}
 
 
 @pytest.fixture(scope="module")
 def tiny_params():
-    return init_params(checkpoints.build_model_from_config(TINY), jax.random.key(1))
+    return init_params(build_model_from_config(TINY), jax.random.key(1))
 
 
 def _assert_trees_equal(a, b):
@@ -24,29 +24,15 @@ def _assert_trees_equal(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_model_configuration_is_completed_from_the_variant():
-    config = checkpoints.normalize_model_config({"variant": "48s", "scale": 4})
-    assert config == {"variant": "48s", "scale": 4, "features": 48, "num_blocks": 3,
-                      "num_groups": 4, "drm_activation": "none", "use_rsa": True,
-                      "residual": "dynamic", "use_fusion": True, "dtype": "float32"}
-    assert checkpoints.build_model_from_config(config) == build_model("48s", 4)
-    custom = checkpoints.normalize_model_config({"variant": "32s", "features": 8, "scale": 2})
-    assert custom["variant"] is None and custom["num_blocks"] == 4
-    with pytest.raises(ValueError, match="unknown model configuration key"):
-        checkpoints.normalize_model_config({"variant": "32s", "scale": 2, "channels": 8})
-    with pytest.raises(ValueError, match="lacks"):
-        checkpoints.normalize_model_config({"features": 8, "scale": 2})
-
-
 def test_inference_checkpoint_round_trip(tmp_path, tiny_params):
     path = checkpoints.save_params_for_inference(
         tmp_path / "tiny", {**TINY, "use_rsa": False}, tiny_params, step=17,
         extra={"source": "test"})
-    loaded = checkpoints.load_for_inference(path)
+    loaded = checkpoints.load(path)
     assert (loaded.scale, loaded.variant, loaded.step) == (3, None, 17)
     assert loaded.extra == {"source": "test"} and loaded.training_config is None
     assert loaded.path == str(path) and loaded.config["use_rsa"] is False
-    assert loaded.model == checkpoints.build_model_from_config({**TINY, "use_rsa": False})
+    assert loaded.model == build_model_from_config({**TINY, "use_rsa": False})
     _assert_trees_equal(loaded.params, tiny_params)
     with pytest.raises(FileExistsError, match="already exists"):
         checkpoints.save_params_for_inference(path, TINY, tiny_params)
@@ -54,12 +40,12 @@ def test_inference_checkpoint_round_trip(tmp_path, tiny_params):
 
 def test_load_errors_say_what_was_expected(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist; expected a training workdir"):
-        checkpoints.load_for_inference(tmp_path / "missing")
+        checkpoints.load(tmp_path / "missing")
     (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="holds no complete checkpoint"):
-        checkpoints.load_for_inference(tmp_path / "empty")
+        checkpoints.load(tmp_path / "empty")
     with pytest.raises(ValueError, match="which must be"):
-        checkpoints.load_for_inference(tmp_path / "empty", which="newest")
+        checkpoints.load(tmp_path / "empty", which="newest")
 
 
 def _save_steps(workdir, params, psnr_by_step, steps, keep=2, keep_best=1):
@@ -80,18 +66,18 @@ def test_workdir_keeps_the_latest_and_the_best(tmp_path, tiny_params):
     manager = _save_steps(tmp_path, tiny_params, {2: 30.0, 4: 29.0}, steps=range(1, 6))
     kept = sorted(int(p.name) for p in manager.directory.iterdir())
     assert kept == [2, 4, 5]  # latest two, plus the best validated
-    latest = checkpoints.load_for_inference(tmp_path)
+    latest = checkpoints.load(tmp_path)
     assert latest.step == 5 and latest.training_config == {"k": 1}
     _assert_trees_equal(latest.params, jax.tree.map(lambda x: x + 5, tiny_params))
-    assert checkpoints.load_for_inference(tmp_path, which="best").step == 2
-    assert checkpoints.load_for_inference(manager.directory / "4").step == 4
+    assert checkpoints.load(tmp_path, which="best").step == 2
+    assert checkpoints.load(manager.directory / "4").step == 4
     assert checkpoints.TrainingCheckpoints(tmp_path).best_step() == 2
 
 
 def test_best_needs_a_validated_checkpoint(tmp_path, tiny_params):
     _save_steps(tmp_path, tiny_params, {}, steps=[1])
     with pytest.raises(ValueError, match="was validated"):
-        checkpoints.load_for_inference(tmp_path, which="best")
+        checkpoints.load(tmp_path, which="best")
 
 
 def test_a_save_cut_short_is_ignored_and_cleaned_up(tmp_path, tiny_params):
@@ -102,10 +88,10 @@ def test_a_save_cut_short_is_ignored_and_cleaned_up(tmp_path, tiny_params):
     for f in (partial / "params").rglob("*"):
         if f.is_file():
             f.write_bytes(f.read_bytes()[:10])
-    assert checkpoints.load_for_inference(tmp_path).step == 2
+    assert checkpoints.load(tmp_path).step == 2
     assert checkpoints.TrainingCheckpoints(tmp_path).latest_step() == 2
     assert not partial.exists()
     _save_steps(tmp_path, tiny_params, {}, steps=[3])  # the resumed run saves step 3 again
-    loaded = checkpoints.load_for_inference(tmp_path)
+    loaded = checkpoints.load(tmp_path)
     assert loaded.step == 3
     _assert_trees_equal(loaded.params, jax.tree.map(lambda x: x + 3, tiny_params))

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from drsan_jax import checkpoints, data, training
-from drsan_jax.models import init_params
+from drsan_jax.models import build_model_from_config, init_params
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = {"features": 8, "num_blocks": 1, "num_groups": 1, "scale": 2}
@@ -27,14 +27,14 @@ FOUR_DEVICES = r"""
 import json, sys
 import jax, ml_collections, numpy as np
 from drsan_jax import checkpoints, data, parallel, training
-from drsan_jax.models import param_shapes
+from drsan_jax.models import build_model_from_config, param_shapes
 
 model_cfg, train_dir, cache_dir = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 assert jax.device_count() == 4
 tx = training.create_optimizer(ml_collections.ConfigDict({
     "learning_rate": 2e-4, "lr_decay_steps": 200_000, "lr_decay_rate": 0.85, "adam_b1": 0.9,
     "adam_b2": 0.999, "adam_eps": 1e-8}))
-model = checkpoints.build_model_from_config(model_cfg)
+model = build_model_from_config(model_cfg)
 # Host-drawn parameters: the comparison needs any nonzero values, not init_params' compile.
 rng = np.random.default_rng(0)
 params = jax.tree.map(lambda s: rng.normal(0, 0.1, s.shape).astype(s.dtype), param_shapes(model))
@@ -137,7 +137,7 @@ def test_two_processes_train_as_one(train_images, tmp_path):
     assert len(losses[0]) == 3 and losses[0] == losses[1]  # one global loss, seen by both hosts
 
     # The global batch of step 1 is host 0's share followed by host 1's, each from its own shard.
-    model = checkpoints.build_model_from_config(TINY_MODEL)
+    model = build_model_from_config(TINY_MODEL)
     params = init_params(model, jax.random.key(config.seed))
     shares = [data.PatchSampler(data.load_training_set(config.train_data, 2, 8, config.cache_dir,
                                                        i, 2), 4, 8, config.seed, i).batch(0)
@@ -145,4 +145,4 @@ def test_two_processes_train_as_one(train_images, tmp_path):
     lq, gt = (np.concatenate([s[k] for s in shares]) / 255.0 for k in ("lq", "gt"))
     expected = float(training.l1_loss(model.apply({"params": params}, lq), gt))
     assert losses[0][0] == pytest.approx(expected, abs=1e-5)
-    assert checkpoints.load_for_inference(tmp_path / "workdir").step == 3
+    assert checkpoints.load(tmp_path / "workdir").step == 3

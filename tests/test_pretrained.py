@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from upscale_fixtures import lr_crop
 
-from drsan_jax import api, checkpoints, evaluation, pretrained, upscale
+from drsan_jax import api, checkpoints, evaluation, loading, pretrained, upscale
 from drsan_jax.image_io import read_image, write_image
 from drsan_jax.models import build_model, init_params
 
@@ -79,7 +79,7 @@ def test_bad_names_and_damaged_files_are_reported(source, tmp_path):
 def test_a_name_that_is_not_shipped_lists_the_shipped_ones():
     assert pretrained.is_model_name("48m-x3") and not pretrained.is_model_name("runs/48m-x3")
     with pytest.raises(ValueError, match="no shipped model is named '48m-x3'; shipped: 32s-x2"):
-        checkpoints.load_for_inference("48m-x3")
+        loading.load_model("48m-x3")
 
 
 def test_record_eval_copies_eval_results_and_storage_cost(source, tmp_path):

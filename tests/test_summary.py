@@ -1,4 +1,7 @@
-"""Tests of `python -m drsan_jax.summary`: published multiply-adds and the command line."""
+"""Tests of `python -m drsan_jax.summary`: published multiply-adds and the command line.
+
+Every family's golden counts are in tests/models/test_zoo.py.
+"""
 
 import json
 import subprocess
@@ -30,21 +33,33 @@ def test_macs_follow_ablations():
 
 
 def test_json_selection(capsys):
-    assert summary.main(["--variant", "32s", "--scale", "2", "--json"]) == 0
+    assert summary.main(["--model", "32s", "--scale", "2", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert rows == [{"variant": "32s", "scale": 2, "params": 368_427, "macs": rows[0]["macs"]}]
+    assert rows == [{"model": "drsan-32s", "scale": 2, "params": 368_427,
+                     "params_total": 368_427, "macs": rows[0]["macs"]}]
     assert rows[0]["macs"] / 1e9 == pytest.approx(84.9, abs=0.05)
+
+
+def test_multi_scale_rows_give_the_path_and_the_whole_model(capsys):
+    assert summary.main(["--model", "mdsr-baseline", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["scale"], r["params"], r["params_total"]) for r in rows] == [
+        (2, 1_779_715, 3_227_203), (3, 1_964_355, 3_227_203), (4, 1_927_427, 3_227_203)]
 
 
 def test_table_lists_every_pair():
     out = subprocess.run([sys.executable, "-m", "drsan_jax.summary"], check=True,
                          capture_output=True, text=True).stdout
-    assert len([line for line in out.splitlines() if line.startswith(("32", "48"))]) == 15
-    assert "1,270,963" in out
+    rows = [line for line in out.splitlines() if line.split()[:1] and line.split()[1:2]
+            and line.split()[1] in ("x2", "x3", "x4")]
+    assert len(rows) == 13 * 3
+    assert "1,270,963" in out and "40,729,603" in out and "1,254,080" in out
 
 
-def test_bad_variant_is_a_usage_error(capsys):
+def test_bad_model_is_a_usage_error_listing_the_models(capsys):
     with pytest.raises(SystemExit) as err:
-        summary.main(["--variant", "64s"])
+        summary.main(["--model", "edsr-basline"])
     assert err.value.code == 2
-    assert "invalid choice" in capsys.readouterr().err
+    message = capsys.readouterr().err
+    assert "unknown model 'edsr-basline' (did you mean edsr-baseline" in message
+    assert "'lesrcnn-s'" in message

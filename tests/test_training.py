@@ -16,7 +16,12 @@ from absl import flags
 from ml_collections import config_flags
 
 from drsan_jax import checkpoints, image_io, training
-from drsan_jax.models import init_params, param_shapes
+from drsan_jax.models import (
+    build_model_from_config,
+    init_params,
+    normalize_model_config,
+    param_shapes,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED_FIELDS = ("scale", "batch_size", "patch_size", "num_train_steps", "learning_rate", "seed",
@@ -94,7 +99,7 @@ def _tiny_config(configs_module, train_images, benchmark, **overrides):
 
 
 def _params(workdir):
-    return checkpoints.load_for_inference(workdir).params
+    return checkpoints.load(workdir).params
 
 
 def _assert_trees_equal(a, b):
@@ -117,7 +122,7 @@ def reference_run(configs_module, train_images, benchmark, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("reference")
     start = tmp_path_factory.mktemp("start") / "x2"
     model_cfg = {**TINY_MODEL, "scale": 2}
-    start_params = init_params(checkpoints.build_model_from_config(model_cfg), jax.random.key(7))
+    start_params = init_params(build_model_from_config(model_cfg), jax.random.key(7))
     checkpoints.save_params_for_inference(start, model_cfg, start_params)
     config = _tiny_config(configs_module, train_images, benchmark, val_datasets="Set5",
                           init_from=str(start))
@@ -227,10 +232,10 @@ def test_tiny_run_logs_validates_and_checkpoints(reference_run):
     steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir())
     # Saved at 2, 3 (validated), 4 and 6 (validated, the end); the latest three are kept.
     assert steps == [3, 4, 6]
-    latest = checkpoints.load_for_inference(workdir)
+    latest = checkpoints.load(workdir)
     assert latest.step == STEPS and latest.scale == 2
     assert latest.training_config["train_data"] == reference_run["config"].train_data
-    best = checkpoints.load_for_inference(workdir, which="best")
+    best = checkpoints.load(workdir, which="best")
     assert best.step in (3, 6)
 
 
@@ -240,7 +245,7 @@ def test_resume_equals_one_go_exactly(reference_run, configs_module, train_image
     first = _tiny_config(configs_module, train_images, benchmark, val_datasets="Set5",
                          init_from=config.init_from, num_train_steps=3)
     training.train_and_evaluate(first, str(tmp_path))
-    assert checkpoints.load_for_inference(tmp_path).step == 3
+    assert checkpoints.load(tmp_path).step == 3
     # The same command again, with the full step count: it resumes at step 3.
     training.train_and_evaluate(config, str(tmp_path))
     _assert_trees_equal(_params(tmp_path), _params(reference_run["workdir"]))
@@ -273,7 +278,7 @@ def test_a_killed_run_resumes_without_loss(reference_run, compilation_cache, tmp
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=30)
     assert process.returncode == -signal.SIGKILL  # killed mid-run, not finished
-    assert checkpoints.load_for_inference(tmp_path).step < STEPS
+    assert checkpoints.load(tmp_path).step < STEPS
     training.train_and_evaluate(config, str(tmp_path))
     _assert_trees_equal(_params(tmp_path), _params(reference_run["workdir"]))
 
@@ -292,8 +297,8 @@ def test_nan_stops_at_once_and_keeps_the_last_good_checkpoint(
 
 
 def test_init_from_copies_all_but_the_upsampler_across_scales(reference_run):
-    source = checkpoints.load_for_inference(reference_run["start"])
-    model_cfg = checkpoints.normalize_model_config({**TINY_MODEL, "scale": 3})
+    source = checkpoints.load(reference_run["start"])
+    model_cfg = normalize_model_config({**TINY_MODEL, "scale": 3})
     fresh = _constant_params(model_cfg)
     params, copied, reinitialised = training.params_from_checkpoint(
         str(reference_run["start"]), model_cfg, fresh)
@@ -302,7 +307,7 @@ def test_init_from_copies_all_but_the_upsampler_across_scales(reference_run):
     _assert_trees_equal(params["upsampler"], fresh["upsampler"])
     rest = [k for k in params if k != "upsampler"]
     _assert_trees_equal([params[k] for k in rest], [source.params[k] for k in rest])
-    wider = checkpoints.normalize_model_config({**TINY_MODEL, "features": 16, "scale": 2})
+    wider = normalize_model_config({**TINY_MODEL, "features": 16, "scale": 2})
     with pytest.raises(ValueError, match="--config.init_from=.*different network"):
         training.params_from_checkpoint(str(reference_run["start"]), wider,
                                         _constant_params(wider))
@@ -310,5 +315,5 @@ def test_init_from_copies_all_but_the_upsampler_across_scales(reference_run):
 
 def _constant_params(model_cfg):
     """Parameters of the right shapes that no checkpoint holds (init_params would compile)."""
-    shapes = param_shapes(checkpoints.build_model_from_config(model_cfg))
+    shapes = param_shapes(build_model_from_config(model_cfg))
     return jax.tree.map(lambda s: np.full(s.shape, 0.5, s.dtype), shapes)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from drsan_jax import models
+from drsan_jax.models import drsan
 from drsan_jax.models import DRSAN, build_model, count_params, init_params, param_shapes
 
 # DRSAN.md: trainable parameters read from the released checkpoints' index files.
@@ -34,7 +35,9 @@ def random_params(model, key=0):
     sensitive to every parameter.
     """
 
-    flat, unravel = jax.flatten_util.ravel_pytree(init_params(model, jax.random.key(key)))
+    channels = model.features if isinstance(model, models.DRAG) else 3
+    flat, unravel = jax.flatten_util.ravel_pytree(
+        init_params(model, jax.random.key(key), "glorot", channels))
     return unravel(flat + 0.1 * jax.random.normal(jax.random.key(key + 1), flat.shape))
 
 
@@ -187,7 +190,7 @@ def test_drm_activation_squashes_coefficients():
     x = jax.random.uniform(jax.random.key(3), (2, 10, 12, 3))
     params = random_params(tiny())
     coeffs = {}
-    for act in models.DRM_ACTIVATIONS:
+    for act in drsan.DRM_ACTIVATIONS:
         _, state = forward(tiny(drm_activation=act), params, x, mutable=("intermediates",))
         coeffs[act] = np.asarray(state["intermediates"]["DRAG_0"]["dra_coefficients"][0])
     np.testing.assert_allclose(coeffs["tanh"], np.tanh(coeffs["none"]), rtol=1e-5, atol=1e-6)

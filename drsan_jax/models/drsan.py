@@ -23,15 +23,16 @@ compile one program per size bucket instead of one per image.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from drsan_jax import conv
+from drsan_jax.models import conv, layers
+from drsan_jax.models.family import Family
+from drsan_jax.models.layers import PReLU, upsample_mask
+from drsan_jax.models.layers import masked as _masked
 
 Dtype = Any
 
@@ -39,17 +40,14 @@ DRM_ACTIVATIONS = ("none", "tanh", "sigmoid")
 RESIDUAL_MODES = ("dynamic", "plain", "ones")
 SCALES = (2, 3, 4)
 
-# Paper section IV-C: name -> (channels c, residual blocks per DRAG N, DRAGs K).
-VARIANTS: dict[str, tuple[int, int, int]] = {
-    "32s": (32, 4, 4),
-    "32m": (32, 4, 8),
-    "32l": (32, 4, 10),
-    "48s": (48, 3, 4),
-    "48m": (48, 3, 8),
+# Paper section IV-C: variant -> channels c, residual blocks per DRAG N, DRAGs K.
+VARIANTS: dict[str, dict[str, int]] = {
+    "32s": {"features": 32, "num_blocks": 4, "num_groups": 4},
+    "32m": {"features": 32, "num_blocks": 4, "num_groups": 8},
+    "32l": {"features": 32, "num_blocks": 4, "num_groups": 10},
+    "48s": {"features": 48, "num_blocks": 3, "num_groups": 4},
+    "48m": {"features": 48, "num_blocks": 3, "num_groups": 8},
 }
-
-# The authors' code initialises kernels with Glorot-uniform and biases with zeros.
-_KERNEL_INIT = nn.initializers.glorot_uniform()
 
 
 def num_paths(num_blocks: int) -> int:
@@ -62,66 +60,11 @@ def path_index(n: int, k: int) -> int:
     return n * (n - 1) // 2 + k
 
 
-def depth_to_space(x: jax.Array, s: int) -> jax.Array:
-    """Pixel shuffle with TensorFlow's channel order.
-
-    Output pixel (h*s+i, w*s+j), channel ch comes from input channel (i*s + j)*C + ch.
-
-    Args:
-      x: (B, H, W, s*s*C) features.
-      s: block size.
-
-    Returns:
-      (B, H*s, W*s, C) features.
-    """
-    b, h, w, cin = x.shape
-    c = cin // (s * s)
-    x = x.reshape(b, h, w, s, s, c)  # (B, H, W, i, j, C)
-    x = x.transpose(0, 1, 3, 2, 4, 5)  # (B, H, i, W, j, C)
-    return x.reshape(b, h * s, w * s, c)
-
-
-class PReLU(nn.Module):
-    """Per-channel PReLU with slopes initialised to 0 (it starts as a ReLU)."""
-
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        alpha = self.param("alpha", nn.initializers.zeros, (x.shape[-1],), self.param_dtype)
-        alpha = alpha.astype(x.dtype)
-        return jnp.where(x >= 0, x, alpha * x)
-
-
-def _masked(x: jax.Array, mask: jax.Array | None) -> jax.Array:
-    """Zeroes x outside the valid region (a no-op without a mask)."""
-    return x if mask is None else x * mask.astype(x.dtype)
-
-
-def upsample_mask(mask: jax.Array | None, s: int) -> jax.Array | None:
-    """Nearest-neighbour upsampling of a (B, H, W, 1) validity mask by s."""
-    if mask is None:
-        return None
-    return jnp.repeat(jnp.repeat(mask, s, axis=1), s, axis=2)
-
-
 def _conv(features: int, kernel: int, name: str, dtype: Dtype, param_dtype: Dtype,
-          impl: str) -> conv.Conv:
-    """A stride-1 'same' convolution with bias, initialised like the authors' code.
-
-    Its parameters are those of `nn.Conv`; `impl` only chooses how the kernel gradient is
-    computed (`drsan_jax.conv`).
-    """
-    return conv.Conv(
-        features,
-        (kernel, kernel),
-        kernel_init=_KERNEL_INIT,
-        bias_init=nn.initializers.zeros,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        impl=impl,
-        name=name,
-    )
+          impl: str) -> nn.Module:
+    """A 'same' convolution with bias, initialised like the authors' code (Glorot-uniform)."""
+    return layers.conv(features, kernel, name, init="glorot", dtype=dtype,
+                       param_dtype=param_dtype, impl=impl)
 
 
 class DRM(nn.Module):
@@ -144,13 +87,7 @@ class DRM(nn.Module):
         h = PReLU(self.param_dtype, name="prelu")(h)
         h = _conv(num_paths(self.num_blocks), 1, "conv_out", self.dtype, self.param_dtype,
                   self.conv_impl)(h)
-        # The global mean runs in float32 even under bfloat16 compute: it sums H*W values.
-        h = h.astype(jnp.float32)
-        if mask is None:
-            r = jnp.mean(h, axis=(1, 2))  # (B, M)
-        else:
-            valid = mask.astype(jnp.float32)
-            r = jnp.sum(h * valid, axis=(1, 2)) / jnp.sum(valid, axis=(1, 2))
+        r = layers.masked_mean(h, mask)  # (B, M)
         if self.activation == "tanh":
             r = jnp.tanh(r)
         elif self.activation == "sigmoid":
@@ -236,26 +173,6 @@ class DRAG(nn.Module):
         return _masked(fusion(fused), mask)
 
 
-class Upsampler(nn.Module):
-    """ESPCN upsampler: conv3x3 to c*s*s then depth-to-space; x4 as two x2 stages."""
-
-    features: int
-    scale: int
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    conv_impl: str = "auto"
-
-    @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-        stages = [2, 2] if self.scale == 4 else [self.scale]
-        for i, s in enumerate(stages):
-            x = _conv(self.features * s * s, 3, f"conv_{i}", self.dtype, self.param_dtype,
-                      self.conv_impl)(x)
-            x = depth_to_space(_masked(x, mask), s)
-            mask = upsample_mask(mask, s)
-        return x
-
-
 class DRSAN(nn.Module):
     """Dynamic Residual Self-Attention Network.
 
@@ -272,7 +189,7 @@ class DRSAN(nn.Module):
       dtype: computation dtype (e.g. jnp.bfloat16 on accelerators); the output is float32.
       param_dtype: parameter dtype.
       conv_impl: how convolution kernel gradients are computed, "auto" (per backend), "xla" or
-        "im2col" (`drsan_jax.conv`); the same parameters and values either way.
+        "im2col" (`drsan_jax.models.conv`); the same parameters and values either way.
     """
 
     scale: int = 2
@@ -287,15 +204,17 @@ class DRSAN(nn.Module):
     param_dtype: Dtype = jnp.float32
     conv_impl: str = "auto"
 
+    @property
+    def scales(self) -> tuple[int, ...]:
+        """The scales these parameters serve: DRSAN is one network per scale."""
+        return (self.scale,)
+
     def __post_init__(self):
-        _check_choice("scale", self.scale, SCALES)
-        _check_choice("conv_impl", self.conv_impl, conv.IMPLS)
-        _check_choice("drm_activation", self.drm_activation, DRM_ACTIVATIONS)
-        _check_choice("residual", self.residual, RESIDUAL_MODES)
-        for field in ("features", "num_blocks", "num_groups"):
-            value = getattr(self, field)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"DRSAN {field} must be a positive integer, got {value!r}")
+        layers.check_choice("DRSAN", "scale", self.scale, SCALES)
+        layers.check_choice("DRSAN", "conv_impl", self.conv_impl, conv.IMPLS)
+        layers.check_choice("DRSAN", "drm_activation", self.drm_activation, DRM_ACTIVATIONS)
+        layers.check_choice("DRSAN", "residual", self.residual, RESIDUAL_MODES)
+        layers.check_positive("DRSAN", self, ("features", "num_blocks", "num_groups"))
         super().__post_init__()
 
     @nn.compact
@@ -310,10 +229,7 @@ class DRSAN(nn.Module):
         Returns:
           (B, H*scale, W*scale, 3) float32 RGB, unclipped; zero on the padding when masked.
         """
-        if lq.ndim != 4 or lq.shape[-1] != 3:
-            raise ValueError(f"DRSAN expects an NHWC RGB batch (B, H, W, 3), got shape {lq.shape}")
-        if mask is not None and mask.shape != (*lq.shape[:3], 1):
-            raise ValueError(f"DRSAN mask must have shape {(*lq.shape[:3], 1)}, got {mask.shape}")
+        layers.check_input("DRSAN", lq, mask)
         x = _masked(lq.astype(self.dtype), mask)
         x0 = _masked(_conv(self.features, 3, "head", self.dtype, self.param_dtype,
                            self.conv_impl)(x), mask)
@@ -324,106 +240,34 @@ class DRSAN(nn.Module):
                      self.conv_impl, name=f"DRAG_{k}")(x, mask)
         x = _conv(self.features, 3, "body_tail", self.dtype, self.param_dtype, self.conv_impl)(x)
         x = _masked(x, mask) + x0
-        x = Upsampler(self.features, self.scale, self.dtype, self.param_dtype, self.conv_impl,
-                      name="upsampler")(x, mask)
+        x = layers.Upsampler(self.features, self.scale, "tf", "glorot", self.dtype,
+                             self.param_dtype, self.conv_impl, name="upsampler")(x, mask)
         y = _masked(_conv(3, 3, "output", self.dtype, self.param_dtype, self.conv_impl)(x),
                     upsample_mask(mask, self.scale))
         return y.astype(jnp.float32)
 
 
-def _check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
-    if value not in choices:
-        raise ValueError(f"DRSAN {name} must be one of {list(choices)}, got {value!r}")
-
-
-def build_model(variant: str = "32s", scale: int = 2, **overrides: Any) -> DRSAN:
-    """Builds a published DRSAN variant.
-
-    Args:
-      variant: one of VARIANTS ("32s", "32m", "32l", "48s", "48m").
-      scale: 2, 3 or 4.
-      **overrides: any other DRSAN attribute (ablation switches, dtype, ...).
-
-    Returns:
-      The (uninitialised) DRSAN module.
-    """
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown DRSAN variant {variant!r}; expected one of {list(VARIANTS)}")
-    c, n, k = VARIANTS[variant]
-    unknown = set(overrides) - {f.name for f in dataclasses.fields(DRSAN)}
-    unknown -= {"parent", "name"}
-    if unknown:
-        raise ValueError(f"unknown DRSAN option(s) {sorted(unknown)}")
-    return DRSAN(scale=scale, features=c, num_blocks=n, num_groups=k, **overrides)
-
-
-def init_params(model: nn.Module, rng: jax.Array) -> Any:
-    """Initialises the parameters of `model` like the authors' code, quickly.
-
-    Kernels are Glorot-uniform, biases and PReLU slopes zero: the distribution `model.init`
-    draws from too. All kernels come from one uniform draw, because compiling Flax's init (one
-    random-number program per kernel) takes seconds on a CPU while this takes milliseconds.
-
-    Args:
-      model: the DRSAN (or any of its submodules) to initialise.
-      rng: a `jax.random.key`.
-
-    Returns:
-      The parameter tree, float32 (or `model.param_dtype`).
-    """
-    shapes = param_shapes(model)
-    paths_and_leaves, treedef = jax.tree.flatten_with_path(shapes)
-
-    @jax.jit
-    def draw(key):
-        kernels = [s for path, s in paths_and_leaves if path[-1].key == "kernel"]
-        u = jax.random.uniform(key, (sum(math.prod(s.shape) for s in kernels),), jnp.float32,
-                               -1.0, 1.0)
-        leaves, offset = [], 0
-        for path, s in paths_and_leaves:
-            if path[-1].key != "kernel":
-                leaves.append(jnp.zeros(s.shape, s.dtype))
-                continue
-            *receptive, fan_in, fan_out = s.shape
-            limit = math.sqrt(6.0 / (math.prod(receptive) * (fan_in + fan_out)))
-            size = math.prod(s.shape)
-            leaves.append((limit * u[offset:offset + size]).reshape(s.shape).astype(s.dtype))
-            offset += size
-        return jax.tree.unflatten(treedef, leaves)
-
-    return draw(rng)
-
-
-def param_shapes(model: nn.Module) -> Any:
-    """Parameter shapes of `model` without allocating or computing anything."""
-    channels = model.features if isinstance(model, DRAG) else 3
-    x = jax.ShapeDtypeStruct((1, 8, 8, channels), jnp.float32)
-    return jax.eval_shape(model.init, jax.random.key(0), x)["params"]
-
-
-def count_params(params: Any) -> int:
-    """Number of scalars in a parameter tree (arrays or ShapeDtypeStructs)."""
-    return sum(math.prod(p.shape) for p in jax.tree.leaves(params))
-
+FAMILY = Family(
+    name="drsan",
+    module=DRSAN,
+    variants=VARIANTS,
+    size_fields=("features", "num_blocks", "num_groups"),
+    option_fields=("drm_activation", "use_rsa", "residual", "use_fusion"),
+    init="glorot",
+    description="DRSAN (Park, Soh, Cho, IEEE TMM 2021)",
+)
 
 __all__ = [
     "DRAG",
     "DRM",
     "DRSAN",
     "DRM_ACTIVATIONS",
-    "PReLU",
+    "FAMILY",
     "RESIDUAL_MODES",
     "ResidualBlock",
     "SCALES",
-    "Upsampler",
     "VARIANTS",
-    "build_model",
-    "count_params",
-    "depth_to_space",
     "dynamic_residual",
-    "init_params",
     "num_paths",
-    "param_shapes",
     "path_index",
-    "upsample_mask",
 ]

@@ -1,0 +1,84 @@
+"""The one loader: a shipped model's name, a checkpoint folder or a weights file -> a model.
+
+    load_model("32s-x2")                       # shipped with the package (drsan_jax.pretrained)
+    load_model("runs/drsan32s_x2")             # a training workdir, checkpoints/ or a step folder
+    load_model("weights/mdsr.npz", scale=3)    # a compact weights file (drsan_jax.compact)
+
+Every entry point that takes `--ckpt` (eval.py, upscale, export, `--config.init_from`) and
+`drsan_jax.load` goes through `load_model`, so each accepts all of these. Resolution runs in one
+direction: a name is looked up only when no file or folder of that name exists.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+
+from drsan_jax import checkpoints, compact
+from drsan_jax.models import (
+    InferenceModel,
+    build_model_from_config,
+    normalize_model_config,
+    param_shapes,
+)
+
+ACCEPTED = ("a shipped model's name (python -m drsan_jax.pretrained list), a training workdir, "
+            "its checkpoints/ folder, a step folder, or a drsan-jax .npz weights file")
+
+
+def load_model(spec: str | os.PathLike, which: str = "latest", scale: int | None = None
+               ) -> InferenceModel:
+    """Loads a model for inference from whatever names it.
+
+    Args:
+      spec: a shipped name ("32s-x2"), a checkpoint folder, or a compact `.npz` file.
+      which: for a training workdir, "latest" or "best" (see `checkpoints.find_step_dir`).
+      scale: the scale to run at; needed only to pick a multi-scale model's branch (None: the
+        scale the model was saved with). A single-scale model refuses another scale.
+
+    Returns:
+      The model and its parameters, on the first local device.
+
+    Raises:
+      FileNotFoundError: nothing of that name exists.
+      ValueError: a damaged or foreign file, an unknown shipped name, or a scale the model does
+        not have; the message names the file and what was expected.
+    """
+    # Imported here, not at the top: `python -m drsan_jax.pretrained` must not find its own
+    # module already imported (through drsan_jax/__init__ -> api -> loading) when it starts.
+    from drsan_jax import pretrained
+
+    path = Path(spec)
+    if path.is_dir():
+        loaded = checkpoints.load(path, which)
+    elif path.is_file():
+        if path.suffix != compact.SUFFIX:
+            raise ValueError(f"{path}: not a model file drsan-jax reads; expected {ACCEPTED}")
+        loaded = load_compact(path)
+    elif pretrained.is_model_name(str(spec)):
+        loaded = pretrained.load(str(spec))
+    else:
+        raise FileNotFoundError(f"{spec}: no such file or folder; expected {ACCEPTED}")
+    return loaded.at_scale(scale)
+
+
+def load_compact(path: str | os.PathLike) -> InferenceModel:
+    """Loads a self-describing compact weights file (`compact.write`)."""
+    flat, meta = compact.read(path)
+    if not isinstance(meta, dict) or "model" not in meta:
+        raise compact.WeightsError(f"{path}: holds no model description (a shipped model's file "
+                                   f"is loaded by its name instead)")
+    config = normalize_model_config(meta["model"])
+    model = build_model_from_config(config)
+    params = compact.to_params(flat, param_shapes(model), str(path))
+    step = meta.get("step")
+    return InferenceModel(
+        model=model, params=jax.device_put(params, jax.local_devices()[0]),
+        scale=config["scale"], variant=config["variant"],
+        step=None if step is None else int(step), config=config, path=str(path),
+        extra=meta.get("extra"))
+
+
+__all__ = ["ACCEPTED", "load_compact", "load_model"]

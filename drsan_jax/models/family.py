@@ -1,0 +1,63 @@
+"""What the rest of the package needs to know about a model family, declared by the family.
+
+Each family file (`drsan.py`, `dran.py`, `edsr.py`, `mdsr.py`, `lesrcnn.py`) ends with one
+`FAMILY = Family(...)`; `drsan_jax.models.registry` collects them. Nothing outside `models/`
+imports a family file: training, evaluation, checkpoints, upscaling and the summary work from
+the `Family` record alone.
+
+Conventions every family module follows, so that this record is all the pipeline needs:
+- a Flax Linen module with a property `scales`, the scales its parameters serve (`(scale,)` for
+  a single-scale network), and attributes `scale`, the fields named in `size_fields` and
+  `option_fields`, `dtype`, `param_dtype` and `conv_impl`, called as `module(lq, mask=None)` on
+  an NHWC RGB batch in [0, 1], returning float32 RGB in [0, 1] at `scale` times the size, with
+  an optional validity mask that makes a padded batch equal each image run alone;
+- single-scale families keep their scale-dependent layers under the top-level name
+  `upsampler`; multi-scale families (one network for every scale in `scales`, the branch picked
+  by the `scale` attribute) name each scale's own layers with the suffix `_x<s>`, and build all
+  branches at initialisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import flax.linen as nn
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """A model family and its published variants.
+
+    Attributes:
+      name: the family's name ("drsan", "dran", "edsr", "mdsr", "lesrcnn").
+      module: the Flax module class.
+      variants: variant -> the values of `size_fields` that define it. A variant's public
+        model name is `model_name(variant)`.
+      size_fields: the constructor fields a variant sets.
+      option_fields: other constructor fields stored with a checkpoint (ablation switches and
+        the like); their defaults are the module's.
+      init: "glorot" (TensorFlow's default) or "torch" (PyTorch's `nn.Conv2d` default).
+      scales: the scales the family is built for.
+      description: one line for tables and logs.
+    """
+
+    name: str
+    module: type[nn.Module]
+    variants: Mapping[str, Mapping[str, Any]]
+    size_fields: tuple[str, ...]
+    option_fields: tuple[str, ...] = ()
+    init: str = "glorot"
+    scales: tuple[int, ...] = (2, 3, 4)
+    description: str = ""
+
+    def model_name(self, variant: str) -> str:
+        """The public name of a variant: "drsan-32s", "edsr-baseline", "lesrcnn-s", ..."""
+        return variant if variant.startswith(self.name) else f"{self.name}-{variant}"
+
+    def fields(self) -> tuple[str, ...]:
+        """Every constructor field a model configuration stores besides family and variant."""
+        return ("scale", *self.size_fields, *self.option_fields, "dtype")
+
+
+__all__ = ["Family"]
