@@ -1,4 +1,4 @@
-"""`python -m drsan_jax.upscale`: super-resolve picture files with a trained DRSAN.
+"""`python -m drsan_jax.upscale`: super-resolve picture files with a trained model.
 
     python -m drsan_jax.upscale photo.jpg                 # shipped 32s-x2: photo_x2.jpg
     python -m drsan_jax.upscale --scale 4 photo.jpg       # shipped 32s-x4: photo_x4.jpg
@@ -181,17 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.device is not None:
         jax.config.update("jax_platforms", args.device)
     try:
-        upscaler = load(ckpt, args.which)
+        upscaler = load(ckpt, args.which, args.scale)
     except RuntimeError as e:  # JAX cannot start the requested backend
         parser.error(f"--device {args.device}: JAX cannot run on it here "
                      f"({str(e).splitlines()[0]})")
     except (FileNotFoundError, ValueError) as e:
         # Orbax describes a parameter tree that does not fit the model over many lines.
-        parser.error(f"--ckpt {ckpt}: cannot load a DRSAN checkpoint: "
-                     f"{str(e).splitlines()[0]}")
-    if args.scale is not None and args.scale != upscaler.scale:
-        parser.error(f"--ckpt {ckpt} is a x{upscaler.scale} model, but --scale is "
-                     f"{args.scale}")
+        parser.error(f"--ckpt {ckpt}: cannot load a model: {str(e).splitlines()[0]}")
     if args.output is None and upscaler.scale != expected_scale:
         try:
             pairs = plan_outputs(args.inputs, None, upscaler.scale)

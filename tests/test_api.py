@@ -28,7 +28,7 @@ def lq(benchmark_dir):
 def test_load_describes_the_checkpoint(upscaler):
     assert (upscaler.scale, upscaler.step, upscaler.variant) == (2, 7, None)
     assert "x2, step 7" in repr(upscaler)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="/no/such/run: no such file or folder"):
         api.load("/no/such/run")
 
 

@@ -95,3 +95,20 @@ def test_a_save_cut_short_is_ignored_and_cleaned_up(tmp_path, tiny_params):
     loaded = checkpoints.load(tmp_path)
     assert loaded.step == 3
     _assert_trees_equal(loaded.params, jax.tree.map(lambda x: x + 3, tiny_params))
+
+
+def test_checkpoints_from_before_the_model_zoo_load_as_drsan(tmp_path, tiny_params):
+    # Checkpoints written before the model zoo have no "family" in their model configuration.
+    import orbax.checkpoint as ocp
+
+    from drsan_jax.models import normalize_model_config
+
+    legacy = {k: v for k, v in normalize_model_config(TINY).items() if k != "family"}
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+        checkpointer.save(tmp_path / "old", args=ocp.args.Composite(
+            params=ocp.args.StandardSave(tiny_params),
+            meta=ocp.args.JsonSave({"format": checkpoints.FORMAT, "step": 3, "model": legacy})))
+    loaded = checkpoints.load(tmp_path / "old")
+    assert loaded.config["family"] == "drsan" and loaded.step == 3
+    assert loaded.model == build_model_from_config(TINY)
+    _assert_trees_equal(loaded.params, tiny_params)

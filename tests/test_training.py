@@ -31,58 +31,9 @@ TINY_MODEL = {"features": 8, "num_blocks": 1, "num_groups": 2}
 STEPS = 6  # of the reference run
 
 
-CACHE_OPTIONS = {"jax_compilation_cache_dir": None, "jax_persistent_cache_min_compile_time_secs": 0,
-                 "jax_persistent_cache_min_entry_size_bytes": 0}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-    """JAX's persistent compilation cache, for this module only.
-
-    Every run here builds a fresh train state, so its train step is traced again; the cache
-    turns the recompilation of an identical program (also in the train.py subprocess, through
-    JAX_COMPILATION_CACHE_DIR) into a lookup. Nothing else changes: the same code runs.
-    """
-    options = {**CACHE_OPTIONS, "jax_compilation_cache_dir": str(tmp_path_factory.mktemp("xla"))}
-    saved = {name: getattr(jax.config, name) for name in options}
-    for name, value in options.items():
-        jax.config.update(name, value)
-    yield options["jax_compilation_cache_dir"]
-    for name, value in saved.items():
-        jax.config.update(name, value)
-
-
-@pytest.fixture(scope="module")
-def configs_module():
-    """The configs/ folder importable as `configs`, as it is for train.py at the repo root."""
-    sys.path.insert(0, str(REPO))
-    from configs import default
-
-    yield default
-    sys.path.remove(str(REPO))
-
-
-@pytest.fixture(scope="module")
-def train_images(shared_data, tmp_path_factory):
-    """Four real T91 images in a folder of their own, and a shared LR cache folder."""
-    root = tmp_path_factory.mktemp("train")
-    for path in sorted((shared_data / "train" / "T91").glob("*.bmp"))[:4]:
-        (root / "hr").mkdir(exist_ok=True)
-        (root / "hr" / path.name).symlink_to(path)
-    return root
-
-
-@pytest.fixture(scope="module")
-def benchmark(benchmark_dir, tmp_path_factory):
-    """A Set5 of 48x48 crops of the real Set5: one image size, so validation compiles once.
-
-    Without x2/ the LR images are made by the evaluation code's MATLAB-compatible bicubic.
-    """
-    root = tmp_path_factory.mktemp("benchmark")
-    for path in sorted((benchmark_dir / "HR" / "Set5").glob("*.png")):
-        image = image_io.read_image(path)
-        image_io.write_image(root / "HR" / "Set5" / path.name, image[100:148, 100:148])
-    return root
+# Every run here builds a fresh train state: the persistent cache turns recompiling identical
+# programs into lookups (conftest.compilation_cache).
+pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
 def _tiny_config(configs_module, train_images, benchmark, **overrides):

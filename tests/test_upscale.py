@@ -93,9 +93,9 @@ def test_files_and_tiles_and_self_ensemble(inputs, ckpt, tmp_path, capsys):
     ("empty_folder", "holds no images"),
     ("overwrite", "would overwrite an input"),
     ("same_name", "would both be written to"),
-    ("no_ckpt", "--ckpt .*nowhere: cannot load a DRSAN checkpoint: .*does not exist"),
-    ("wrong_ckpt", "--ckpt .*: cannot load a DRSAN checkpoint: .*shape"),
-    ("wrong_scale", "is a x2 model, but --scale is 3"),
+    ("no_ckpt", "--ckpt .*nowhere: cannot load a model: .*nowhere: no such file or folder"),
+    ("wrong_ckpt", "--ckpt .*: cannot load a model: .*shape"),
+    ("wrong_scale", "is a drsan .*x2 model; it cannot run at x3 \\(its scales: \\[2\\]\\)"),
     ("bad_tile", "--tile must be"),
     ("bad_overlap", "--tile_overlap 16 must be from 0 to below half of --tile 32"),
 ])

@@ -46,7 +46,7 @@ def normalize_model_config(model_config: dict[str, Any]) -> dict[str, Any]:
     valid = ("variant", *family.fields())
     unknown = sorted(set(config) - set(valid))
     if unknown:
-        raise ValueError(f"{', '.join(unknown)}: not a field of a {family.name} model; expected "
+        raise ValueError(f"{', '.join(unknown)}: not a field of the {family.name} family; expected "
                          f"some of {list(valid)}")
     variant = config.get("variant")
     if variant is not None:

@@ -13,7 +13,7 @@ def test_model_configuration_is_completed_from_the_variant():
     assert build_model_from_config(config) == build_model("48s", 4)
     custom = normalize_model_config({"variant": "32s", "features": 8, "scale": 2})
     assert custom["variant"] is None and custom["num_blocks"] == 4
-    with pytest.raises(ValueError, match="channels: not a field of a drsan model"):
+    with pytest.raises(ValueError, match="channels: not a field of the drsan family"):
         normalize_model_config({"variant": "32s", "scale": 2, "channels": 8})
     with pytest.raises(ValueError, match="lacks"):
         normalize_model_config({"features": 8, "scale": 2})

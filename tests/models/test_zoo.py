@@ -89,14 +89,15 @@ def small_baseline(request):
     return request.param, sizes
 
 
-@pytest.mark.parametrize("scale", (2, 3, 4))
-def test_output_shapes_at_odd_sizes(small_baseline, scale):
-    name, sizes = small_baseline
-    model = build_model(name, scale, **sizes)
-    params = _random_params(model)
-    sr = model.apply({"params": params}, jnp.full((2, 11, 7, 3), 0.5))
-    assert sr.shape == (2, 11 * scale, 7 * scale, 3) and sr.dtype == jnp.float32
-    assert np.isfinite(np.asarray(sr)).all()
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_output_shapes_at_odd_sizes(name):
+    # Shapes of the published sizes, traced without computing (the masked test below runs
+    # every family for real).
+    for scale in (2, 3, 4):
+        model = build_model(name, scale)
+        x = jax.ShapeDtypeStruct((2, 11, 7, 3), jnp.float32)
+        sr = jax.eval_shape(lambda p, x: model.apply({"params": p}, x), param_shapes(model), x)
+        assert (sr.shape, sr.dtype) == ((2, 11 * scale, 7 * scale, 3), jnp.float32)
 
 
 def test_masked_batch_equals_each_image_alone(small_baseline):
