@@ -79,7 +79,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"--config.init_from={config.init_from!r}: {e}") from None
     for name in _val_datasets(config):
         try:
-            evaluation.pair_images(config.val_data, name, config.scale)
+            data.pair_images(config.val_data, name, config.scale)
         except ValueError as e:
             raise ValueError(
                 f"--config.val_data={config.val_data!r}, --config.val_datasets="

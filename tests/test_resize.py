@@ -1,4 +1,4 @@
-"""Tests for drsan_jax.resize: golden comparison with the released MATLAB-bicubic LR images."""
+"""Tests for drsan_jax.data.resize: golden comparison with the released MATLAB-bicubic LR images."""
 
 import functools
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import shared_data_dir as _data_dir
 
-from drsan_jax import resize
+from drsan_jax.data import resize
 
 DATASETS = ("Set5", "Set14", "B100")
 
