@@ -33,7 +33,7 @@ from drsan_jax.data.image_io import (
     to_rgb_uint8,
     write_image,
 )
-from drsan_jax.data.resize import bicubic_downscale, bicubic_upscale, imresize, imresize_jax
+from drsan_jax.data.resize import bicubic_downscale, bicubic_upscale, imresize
 from drsan_jax.data.sampler import PatchSampler
 from drsan_jax.data.training_set import (
     DIV2K_HR,
@@ -61,7 +61,6 @@ __all__ = [
     "default_data_dir",
     "find_datasets",
     "imresize",
-    "imresize_jax",
     "inverse_transform",
     "list_images",
     "load_pair",
