@@ -61,6 +61,7 @@ def ckpt_x4(tmp_path_factory):
                                                  random_params(tiny_model(4)), step=123)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_bicubic_reproduces_the_reference_table(run, benchmark_dir, tmp_path, scale):
     for protocol in BICUBIC_TABLE:

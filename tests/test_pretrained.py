@@ -124,6 +124,7 @@ def test_the_promised_models_ship_small_and_evaluated():
             assert abs(cost) < 0.005, (name, dataset, cost)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", PROMISED)
 def test_shipped_model_scores_its_manifest_set5_psnr(name, benchmark_dir):
     entry = pretrained.read_manifest()["models"][name]
@@ -134,6 +135,7 @@ def test_shipped_model_scores_its_manifest_set5_psnr(name, benchmark_dir):
     assert math.isclose(results["datasets"]["Set5"]["psnr"], want, abs_tol=0.01)
 
 
+@pytest.mark.slow
 def test_upscale_without_ckpt_uses_the_shipped_model_for_the_scale(tmp_path, benchmark_dir,
                                                                    capsys):
     crop = lr_crop(benchmark_dir, size=(24, 30))
