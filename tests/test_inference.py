@@ -205,6 +205,7 @@ print("RESULTS " + json.dumps(results))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("devices", [2, 3])
 def test_split_rows_over_cpu_devices_equals_one_device(devices):
     env = {**os.environ, "JAX_PLATFORMS": "cpu",
