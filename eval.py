@@ -12,7 +12,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from drsan_jax import evaluation, image_io
+from drsan_jax import data, evaluation
 
 flags.DEFINE_string("ckpt", None, "Checkpoint: a training workdir, its checkpoints/ folder, "
                     "one step folder, or a shipped model's name such as 32s-x2. Sets the model, "
@@ -24,7 +24,7 @@ flags.DEFINE_list("datasets", None, "Comma-separated dataset names under <data_d
 flags.DEFINE_integer("scale", None, "SR factor; taken from the checkpoint (and must agree with "
                      "it if given). Required with --method bicubic.")
 flags.DEFINE_string("data_dir", None, "Benchmark folder with HR/<name>/ and x<scale>/<name>/ "
-                    f"(default: ${evaluation.BENCHMARK_DIR_ENV}, else ../shared/data/benchmark).")
+                    f"(default: ${data.BENCHMARK_DIR_ENV}, else ../shared/data/benchmark).")
 flags.DEFINE_enum("protocol", "drsan", evaluation.PROTOCOL_CHOICES,
                   "Scoring protocol (see drsan_jax/metrics.py); 'both' scores each SR image, "
                   "computed once, under drsan and matlab.")
@@ -47,7 +47,8 @@ def main(argv):
             protocol=FLAGS.protocol, per_image=FLAGS.per_image, output_json=FLAGS.output_json,
             save_images=FLAGS.save_images, self_ensemble=FLAGS.self_ensemble,
             exact_shapes=FLAGS.exact_shapes)
-    except (evaluation.EvaluationError, image_io.ImageReadError, FileNotFoundError) as e:
+    except (evaluation.EvaluationError, data.BenchmarkError, data.ImageReadError,
+            FileNotFoundError) as e:
         sys.exit(f"eval.py: error: {e}")
 
 

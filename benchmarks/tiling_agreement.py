@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from drsan_jax import api, metrics
-from drsan_jax.image_io import list_images, read_image
+from drsan_jax.data.image_io import list_images, read_image
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

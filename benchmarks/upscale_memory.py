@@ -21,9 +21,9 @@ import jax
 
 from drsan_jax import api
 from drsan_jax.checkpoints import save_params_for_inference
-from drsan_jax.image_io import read_image, write_image
+from drsan_jax.data.image_io import read_image, write_image
+from drsan_jax.data.resize import imresize
 from drsan_jax.models import build_model, init_params
-from drsan_jax.resize import imresize
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

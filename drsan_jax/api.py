@@ -8,7 +8,7 @@
     info.dra_coefficients                      # (K, M): the r of every DRAG (paper Eq. 5)
     info.rsa_maps[0, 1]                        # (H, W, c): sigmoid(t) of DRAG_0, block 1
 
-Images are NumPy arrays as `drsan_jax.image_io.read_image` returns them: HxW or HxWxC with C in
+Images are NumPy arrays as `drsan_jax.data.read_image` returns them: HxW or HxWxC with C in
 1, 3, 4, uint8 or uint16. Colour goes through DRSAN at the input's full precision (16-bit
 inputs are not reduced to 8 bits), grey images as three equal channels averaged back to one,
 and alpha is upscaled with bicubic. Everything JAX does (jit, padding to a few compiled shapes,
@@ -29,10 +29,11 @@ import jax
 import numpy as np
 
 from drsan_jax import tiling
+from drsan_jax.data.image_io import quantize, to_model_input
+from drsan_jax.data.resize import imresize
+from drsan_jax.inference import Predictor, bucket_shape, pad_batch
 from drsan_jax.loading import load_model
 from drsan_jax.models import InferenceModel
-from drsan_jax.inference import Predictor, bucket_shape
-from drsan_jax.resize import imresize
 
 # Tiles for images that do not fit in memory whole, in LR pixels. Each tile's DRMs average over
 # the tile instead of the image; benchmarks/tiling_agreement.py measures what that costs. With a
@@ -146,7 +147,7 @@ class Upscaler:
         image = _check_image(image)
         height, width = image.shape[:2]
         tile = self.resolve_tile(height, width, tile, overlap, self_ensemble)
-        lq = _model_input(image)  # (H, W, 3)
+        lq = to_model_input(image)  # (H, W, 3)
         sr = np.empty((height * self.scale, width * self.scale, 3), image.dtype)
         tiling.upscale_tiled(self._predictors[self_ensemble], lq, self.scale, sr, tile,
                              overlap, on_tile)
@@ -214,17 +215,11 @@ class Upscaler:
                 raise ValueError(f"no block ({k}, {n}): DRAGs are 0..{model.num_groups - 1}, "
                                  f"blocks 1..{model.num_blocks}")
         height, width = image.shape[:2]
-        padded_h, padded_w = bucket_shape(height, width)
-        lq = np.zeros((1, padded_h, padded_w, 3), np.float32)
-        lq[0, :height, :width] = _model_input(image)
-        mask = np.zeros((1, padded_h, padded_w, 1), np.float32)
-        mask[0, :height, :width] = 1.0
+        lq, mask = pad_batch([to_model_input(image)], bucket_shape(height, width))
         sr, r, maps = _inspect(model, self.inference_model.params, lq, mask, blocks)
         s = self.scale
-        sr = np.asarray(sr)[: height * s, : width * s]
-        sr = np.floor(np.clip(sr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         return Inspection(
-            sr=sr,
+            sr=quantize(np.asarray(sr)[: height * s, : width * s]),
             dra_coefficients=None if r is None else np.asarray(r),
             rsa_maps={key: np.asarray(maps[f"{key[0]}/{key[1]}"])[:height, :width]
                       for key in blocks},
@@ -252,13 +247,6 @@ def _rsa_blocks(model: nn.Module) -> list[tuple[int, int]]:
     if not getattr(model, "use_rsa", False):
         return []
     return [(k, n) for k in range(model.num_groups) for n in range(1, model.num_blocks + 1)]
-
-
-def _model_input(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) float32 RGB in [0, 1] at the image's full bit depth; grey repeated, alpha cut."""
-    colour = image[..., None] if image.ndim == 2 else image
-    colour = np.repeat(colour, 3, axis=2) if colour.shape[2] == 1 else colour[..., :3]
-    return colour.astype(np.float32) / np.float32(np.iinfo(image.dtype).max)
 
 
 def _check_image(image: Any) -> np.ndarray:

@@ -1,10 +1,6 @@
 """Benchmark evaluation: PSNR / SSIM that mean exactly what the published SR tables mean.
 
-A benchmark folder holds `HR/<name>/` (ground truth) and `x<s>/<name>/` (the MATLAB-bicubic LR
-images at scale s); LR files pair with HR files by name (`baby.png` or `babyx2.png` for
-`baby.png`). When `x<s>/<name>/` is missing, the LR images are made from HR with the project's
-MATLAB-compatible `bicubic_downscale`, which reproduces the released LR files bit for bit.
-
+The benchmark folder (`HR/<name>/`, `x<s>/<name>/`) and its image pairs are `data.benchmark`'s.
 Each image is super-resolved (by a model through `inference.Predictor`, or by MATLAB-bicubic
 upscaling, the first row of every table), clipped and rounded to 8 bits, and scored by
 `metrics.evaluate_pair` under one of the two protocols (`metrics.PROTOCOLS`), or under both from
@@ -18,20 +14,17 @@ output is first reduced to grey with the same BT.601 luma, (Y - 16) * 255 / 219 
 grey levels would mix two scales.
 
 `evaluate` is cheap to call again (training validates with it): compiled programs are shared
-through `inference`, and decoded images are kept in a memory-bounded cache keyed by each file's
-path, size and modification time, so a changed file is read again.
+through `inference`, and decoded images through `data.benchmark.load_pair`'s cache.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import json
 import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,206 +35,30 @@ import numpy as np
 from tqdm import tqdm
 
 import drsan_jax
-from drsan_jax import inference, metrics
-from drsan_jax.image_io import list_images, read_image, to_rgb_uint8, write_image
+from drsan_jax import files, inference, metrics
+from drsan_jax.data.benchmark import (
+    ImagePair,
+    default_data_dir,
+    find_datasets,
+    load_pair,
+    pair_images,
+)
+from drsan_jax.data.image_io import quantize, write_image
+from drsan_jax.data.resize import bicubic_upscale
 from drsan_jax.loading import load_model
 from drsan_jax.models import config_of, model_name
-from drsan_jax.resize import bicubic_downscale, bicubic_upscale
 
 METHODS = ("model", "bicubic")
 # What `evaluate` accepts: one protocol, or "both" to score every SR image under each of them.
 BOTH = "both"
 PROTOCOL_CHOICES = (*metrics.PROTOCOLS, BOTH)
-BENCHMARK_DIR_ENV = "DRSAN_BENCHMARK_DIR"
-# The order of the published tables; other datasets follow alphabetically.
-TABLE_ORDER = ("Set5", "Set14", "B100", "BSD100", "Urban100", "Manga109", "DIV2K")
-# Decoded images kept between calls; the standard benchmarks at one scale need well under this.
-CACHE_BYTES = 1 << 30
 
 
 class EvaluationError(ValueError):
-    """A problem with the benchmark data or the evaluation request, described for the user."""
+    """A bad evaluation request, or an image that cannot be scored, described for the user.
 
-
-@dataclasses.dataclass(frozen=True)
-class ImagePair:
-    """One ground-truth image and its low-quality input.
-
-    Attributes:
-      stem: the HR file name without extension; the key of the per-image results.
-      gt_path: the HR image.
-      lq_path: the LR image, or None when it is made from HR by `bicubic_downscale`.
+    Problems with the benchmark folder itself are `data.BenchmarkError`s.
     """
-
-    stem: str
-    gt_path: Path
-    lq_path: Path | None
-
-
-def default_data_dir(repo_root: str | os.PathLike) -> Path:
-    """The benchmark folder to use when none is given.
-
-    Args:
-      repo_root: the checkout, beside which `shared/data/benchmark` may sit.
-
-    Returns:
-      $DRSAN_BENCHMARK_DIR if set, else `<repo_root>/../shared/data/benchmark` if it exists.
-
-    Raises:
-      EvaluationError: neither exists.
-    """
-    if os.environ.get(BENCHMARK_DIR_ENV):
-        path = Path(os.environ[BENCHMARK_DIR_ENV])
-        if not path.is_dir():
-            raise EvaluationError(f"${BENCHMARK_DIR_ENV} is {path}, which is not a folder")
-        return path
-    path = Path(repo_root).resolve().parent / "shared" / "data" / "benchmark"
-    if not path.is_dir():
-        raise EvaluationError(
-            f"no benchmark folder given and none found at {path}: pass --data_dir DIR (a folder "
-            f"holding HR/<name>/ and x<scale>/<name>/) or set ${BENCHMARK_DIR_ENV}"
-        )
-    return path
-
-
-def find_datasets(data_dir: str | os.PathLike) -> list[str]:
-    """The dataset names under `data_dir/HR`, in the order of the published tables."""
-    hr_root = Path(data_dir) / "HR"
-    if not hr_root.is_dir():
-        raise EvaluationError(
-            f"{data_dir} is not a benchmark folder: it has no HR/ subfolder (expected "
-            f"HR/<name>/ and x<scale>/<name>/, e.g. HR/Set5/ and x2/Set5/)"
-        )
-    names = [p.name for p in hr_root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    rank = {name: i for i, name in enumerate(TABLE_ORDER)}
-    return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
-
-
-def pair_images(data_dir: str | os.PathLike, name: str, scale: int) -> list[ImagePair]:
-    """Pairs the HR images of a dataset with their LR partners at `scale`.
-
-    Args:
-      data_dir: the benchmark folder.
-      name: the dataset, a folder under `data_dir/HR`.
-      scale: the SR factor; LR images come from `data_dir/x<scale>/<name>`, or are made from HR
-        when that folder does not exist.
-
-    Returns:
-      The pairs, sorted by HR file name.
-
-    Raises:
-      EvaluationError: the dataset is not there (the message lists those that are), or an
-        image has no partner.
-    """
-    found = find_datasets(data_dir)
-    if name not in found:
-        raise EvaluationError(
-            f"dataset {name!r} not found in {Path(data_dir) / 'HR'}; found: "
-            f"{', '.join(found) or 'nothing'}"
-        )
-    hr_dir = Path(data_dir) / "HR" / name
-    lq_dir = Path(data_dir) / f"x{scale}" / name
-    gt_paths = _by_stem(list_images(hr_dir))
-    if not lq_dir.is_dir():
-        return [ImagePair(stem, path, None) for stem, path in gt_paths.items()]
-    lq_paths = _by_stem(list_images(lq_dir))
-    pairs, used, missing_lq = [], set(), []
-    for stem, gt_path in gt_paths.items():
-        partner = next((s for s in (stem, f"{stem}x{scale}") if s in lq_paths), None)
-        if partner is None:
-            missing_lq.append(gt_path.name)
-        else:
-            pairs.append(ImagePair(stem, gt_path, lq_paths[partner]))
-            used.add(partner)
-    if missing_lq:
-        raise EvaluationError(
-            f"{lq_dir} has no LR partner for {_some(missing_lq)} of {hr_dir} (an LR image pairs "
-            f"with HR <stem>.<ext> when it is named <stem> or <stem>x{scale})"
-        )
-    missing_gt = [path.name for stem, path in lq_paths.items() if stem not in used]
-    if missing_gt:
-        raise EvaluationError(f"{hr_dir} has no HR partner for {_some(missing_gt)} of {lq_dir}")
-    return pairs
-
-
-def _by_stem(paths: list[Path]) -> dict[str, Path]:
-    """Image paths by file stem; two files with one stem (baby.png, baby.bmp) are an error."""
-    stems: dict[str, Path] = {}
-    for path in paths:
-        if path.stem in stems:
-            raise EvaluationError(f"{stems[path.stem]} and {path} have the same name; keep one")
-        stems[path.stem] = path
-    return stems
-
-
-def _some(names: list[str], limit: int = 5) -> str:
-    """'a.png, b.png' or 'a.png, ... (12 images)': a short list for an error message."""
-    shown = ", ".join(names[:limit])
-    return shown if len(names) <= limit else f"{shown}, ... ({len(names)} images)"
-
-
-class _ImageCache:
-    """Decoded images, least recently used dropped first once they exceed `max_bytes`."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self._items: collections.OrderedDict[tuple, np.ndarray] = collections.OrderedDict()
-        self._bytes = 0
-
-    def get(self, key: tuple, load: Callable[[], np.ndarray]) -> np.ndarray:
-        if key in self._items:
-            self._items.move_to_end(key)
-            return self._items[key]
-        value = load()
-        value.setflags(write=False)  # shared between calls: nobody may change it
-        self._items[key] = value
-        self._bytes += value.nbytes
-        while self._bytes > self.max_bytes and len(self._items) > 1:
-            _, dropped = self._items.popitem(last=False)
-            self._bytes -= dropped.nbytes
-        return value
-
-
-_CACHE = _ImageCache(CACHE_BYTES)
-
-
-def _file_key(path: Path) -> tuple:
-    """Identifies a file's current contents: path, size and modification time."""
-    stat = path.stat()
-    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-def _read_scored(path: Path) -> np.ndarray:
-    """An image as scored: uint8, HxW if stored grey, else HxWx3 (16-bit scaled, alpha dropped)."""
-    return _CACHE.get(("image", *_file_key(path)), lambda: _scored_layout(read_image(path)))
-
-
-def _scored_layout(image: np.ndarray) -> np.ndarray:
-    rgb = to_rgb_uint8(image)
-    return rgb[..., 0].copy() if image.ndim == 2 or image.shape[2] == 1 else rgb
-
-
-def load_pair(pair: ImagePair, scale: int) -> tuple[np.ndarray, np.ndarray]:
-    """Reads (lq, gt) of a pair as uint8 (HxW grey or HxWx3), both read-only and cached.
-
-    Raises:
-      ImageReadError: a file cannot be read (the message names it).
-      EvaluationError: the LR size is not the HR size divided by `scale` (rounded down).
-    """
-    gt = _read_scored(pair.gt_path)
-    if pair.lq_path is None:
-        lq = _CACHE.get(("x", scale, *_file_key(pair.gt_path)),
-                        lambda: bicubic_downscale(gt, scale))
-        return lq, gt
-    lq = _read_scored(pair.lq_path)
-    expected = (gt.shape[0] // scale, gt.shape[1] // scale)
-    if lq.shape[:2] != expected:
-        raise EvaluationError(
-            f"{pair.lq_path} is {lq.shape[1]}x{lq.shape[0]} but its HR image {pair.gt_path} is "
-            f"{gt.shape[1]}x{gt.shape[0]}, whose x{scale} LR is {expected[1]}x{expected[0]}: "
-            f"is this the x{scale} folder?"
-        )
-    return lq, gt
 
 
 def evaluate(
@@ -284,9 +101,10 @@ def evaluate(
       inner dict exactly what a run with that one protocol returns.
 
     Raises:
-      EvaluationError: a bad request, a missing dataset or partner image (all checked before
-        any image is super-resolved), an LR image of the wrong size or an image too small to
-        score.
+      EvaluationError: a bad request (checked before any image is super-resolved) or an image
+        too small to score.
+      BenchmarkError: a missing dataset or partner image (all checked before any image is
+        super-resolved) or an LR image of the wrong size.
       ImageReadError: an image cannot be read.
     """
     if protocol not in PROTOCOL_CHOICES:
@@ -362,7 +180,7 @@ def _evaluate_dataset(
     if predictor is None:
         outputs = ((i, bicubic_upscale(lq, scale)) for i, (lq, _) in enumerate(loaded))
     else:
-        outputs = ((i, inference.to_uint8(sr))
+        outputs = ((i, quantize(sr))
                    for i, sr in predictor.predict_iter([lq for lq, _ in loaded]))
     scores = {p: {} for p in protocols}
     with tqdm(total=len(pairs), desc=f"{name} x{scale}", unit="image", file=sys.stderr,
@@ -404,8 +222,14 @@ def _as_scored(sr: np.ndarray, gt: np.ndarray, protocol: str) -> np.ndarray:
 
 
 def describe_model(model: Any) -> dict[str, Any]:
-    """The model's name and configuration (`models.config_of`), JSON-safe."""
-    config = config_of(model)
+    """The model's name and configuration (`models.config_of`), JSON-safe.
+
+    A module of no registered family (an experiment of one's own) is described by its class.
+    """
+    try:
+        config = config_of(model)
+    except ValueError:
+        return {"name": type(model).__name__}
     return {"name": model_name(config), **config}
 
 
@@ -461,13 +285,6 @@ def _method_name(results: dict[str, Any]) -> str:
     return name
 
 
-def write_json(results: dict[str, Any], path: str | os.PathLike) -> None:
-    """Writes the results of `evaluate` (either shape) as indented JSON, making its folders."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
-
-
 def evaluate_and_report(
     *,
     ckpt: str | os.PathLike | None = None,
@@ -497,7 +314,7 @@ def evaluate_and_report(
       repo_root: the checkout (where eval.py lives), to find the default benchmark folder.
       protocol, self_ensemble, exact_shapes, save_images, progress: as in `evaluate`.
       per_image: print every image's scores too.
-      output_json: write the results there (see `write_json`).
+      output_json: write the results there, as indented JSON (folders made as needed).
 
     Returns:
       The results of `evaluate`, with "checkpoint", "step" and the variant from the checkpoint
@@ -535,26 +352,18 @@ def evaluate_and_report(
     print(format_table(results, per_image))
     print(f"evaluated in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     if output_json is not None:
-        write_json(results, output_json)
+        files.write_json(output_json, results)
     return results
 
 
 __all__ = [
-    "BENCHMARK_DIR_ENV",
     "BOTH",
-    "CACHE_BYTES",
     "EvaluationError",
-    "ImagePair",
     "METHODS",
     "PROTOCOL_CHOICES",
-    "default_data_dir",
     "describe_model",
     "evaluate",
     "evaluate_and_report",
-    "find_datasets",
     "format_table",
-    "load_pair",
-    "pair_images",
     "software_versions",
-    "write_json",
 ]

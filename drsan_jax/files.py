@@ -1,58 +1,70 @@
-"""Writing files so that a crash, a full disk or a kill leaves the old file or the new one whole.
+"""Files written whole, and recognised again when they have not changed.
 
-Everything the project writes for a user (weights, manifests, JSON results, caches) goes
-through `atomic_write`: the data goes to a temporary file in the same folder, is flushed to
-disk, and replaces the target in one `os.replace`; on any failure the temporary file is removed
-and the target is untouched.
+Training caches, result JSONs, upscaled images and manifests are read by other processes (other
+hosts sharing a cache folder, a later run, a user's image viewer), some while they are written,
+and a run may be stopped at any moment. `atomic_write` writes to a hidden temporary file in the
+same folder, flushes it to disk and renames it over the destination: `os.replace` within one
+file system is atomic, so the destination holds either its old contents or all of the new ones.
+
+`file_key` names the current version of a file (path, size, modification time): the caches of
+decoded images (training set, benchmark pairs) use it to notice that a file was replaced.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
-    """Calls `write(f)` on a temporary file beside `path`, then moves it over `path`.
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Creates or replaces a file in one step, making its folder if needed.
 
     Args:
-      path: the file to create or replace; its folder must exist.
-      write: writes the contents to the binary file object it is given.
+      path: the destination.
+      write: writes the contents to the path it is given: a temporary file beside `path`,
+        hidden (a leading dot, so folder scans such as `image_io.list_images` skip it), and with
+        `path`'s extension, so writers that choose the format by extension choose the same one.
 
     Returns:
-      `path`, as a Path.
+      `path`, as a `Path`.
 
     Raises:
-      FileNotFoundError: the folder does not exist. Whatever `write` raises, after cleaning up.
+      Whatever `write` raises; the temporary file is removed first, and `path` is untouched.
     """
     path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"cannot write {path}: the folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp{path.suffix}")
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())  # on disk before the rename, so a crash cannot leave it empty
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
 
+def file_key(path: str | os.PathLike) -> str:
+    """Identifies a file's current contents: its resolved path, size and modification time."""
+    path = Path(path)
+    stat = path.stat()
+    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """`atomic_write` of a bytes object."""
-    return atomic_write(path, lambda f: f.write(data))
+    """Writes `data` to a file atomically (see `atomic_write`)."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
-def atomic_write_json(path: str | os.PathLike, value: Any, **dumps_kwargs: Any) -> Path:
-    """`atomic_write` of `value` as JSON text (indent 2 unless told otherwise)."""
-    dumps_kwargs.setdefault("indent", 2)
-    return atomic_write_bytes(path, (json.dumps(value, **dumps_kwargs) + "\n").encode())
+def write_json(path: str | os.PathLike, value: Any, indent: int | None = 2) -> Path:
+    """Writes a JSON file atomically, ending in a newline (see `atomic_write`)."""
+    text = json.dumps(value, indent=indent) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json"]
+__all__ = ["atomic_write", "atomic_write_bytes", "file_key", "write_json"]

@@ -31,7 +31,7 @@ one-device result. Buckets whose padded height does not split into at least 8 ro
 run on one device as before; `exact_shapes` always does.
 
     predictor = Predictor(model, params)
-    sr = to_uint8(predictor(lq))                   # one image, HxW[xC] uint8 or float in [0, 1]
+    sr = data.quantize(predictor(lq))     # lq: one HxW[xC] image, uint8 / 16 or float in [0, 1]
     for index, sr in predictor.predict_iter(images):   # many, grouped by bucket
         ...
 """
@@ -47,10 +47,10 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
-from drsan_jax.image_io import to_rgb_uint8
+from drsan_jax.data.image_io import to_model_input
+from drsan_jax.data.transforms import NUM_TRANSFORMS, inverse_transform, transform
 
 MIN_BUCKET = 16
-NUM_TRANSFORMS = 8
 # LR pixels of one padded batch: four 512x512 inputs, well within a GPU and a laptop's memory
 # for the published variants (a 32s at 512x512 needs about half a GiB of scratch).
 DEFAULT_MAX_BATCH_PIXELS = 4 * 512 * 512
@@ -84,65 +84,29 @@ def bucket_shape(height: int, width: int) -> tuple[int, int]:
     return bucket_size(height), bucket_size(width)
 
 
-def transform(image: np.ndarray, k: int) -> np.ndarray:
-    """The k-th of the 8 flips and quarter turns of an image (the self-ensemble's inputs).
+def pad_batch(images: Sequence[np.ndarray], shape: tuple[int, int], size: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Pads images at the bottom and right into one batch, with the mask DRSAN takes.
 
     Args:
-      image: (H, W, ...) array.
-      k: 0..7; k % 4 counter-clockwise quarter turns, then a left-right flip if k >= 4.
-        k = 0 is the identity; odd k % 4 swaps height and width.
+      images: (h, w, 3) float32 images, each at most `shape`.
+      shape: the (height, width) of the batch, e.g. `bucket_shape` of the largest image.
+      size: the batch size, at least len(images); default len(images). Unused slots are
+        zeros with a full mask: they are computed and dropped, and a full mask keeps their
+        DRM means (a division by the valid area) finite.
 
     Returns:
-      The transformed view.
+      lq (size, *shape, 3) float32, zero past each image; mask (size, *shape, 1) float32, one
+      on each image's pixels and zero on its padding.
     """
-    _check_transform(k)
-    image = np.rot90(image, k % 4, axes=(0, 1))
-    return image[:, ::-1] if k >= 4 else image
-
-
-def inverse_transform(image: np.ndarray, k: int) -> np.ndarray:
-    """Undoes `transform(., k)`: inverse_transform(transform(x, k), k) is x, pixel for pixel."""
-    _check_transform(k)
-    if k >= 4:
-        image = image[:, ::-1]
-    return np.rot90(image, -(k % 4), axes=(0, 1))
-
-
-def _check_transform(k: int) -> None:
-    if k not in range(NUM_TRANSFORMS):
-        raise ValueError(f"transform index must be 0..{NUM_TRANSFORMS - 1}, got {k}")
-
-
-def to_model_input(image: np.ndarray) -> np.ndarray:
-    """Brings an image to the model's (H, W, 3) float32 RGB in [0, 1].
-
-    Args:
-      image: HxW or HxWxC (C in 1, 3, 4); uint8 / uint16 (scaled by their maximum) or float
-        already in [0, 1]. Grey is repeated on three channels, alpha dropped.
-
-    Returns:
-      (H, W, 3) float32.
-    """
-    image = np.asarray(image)
-    if np.issubdtype(image.dtype, np.integer):
-        return to_rgb_uint8(image).astype(np.float32) / np.float32(255)
-    if not np.issubdtype(image.dtype, np.floating):
-        raise ValueError(f"expected an integer or float image, got dtype {image.dtype}")
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise ValueError(f"expected an HxW or HxWxC image with C in 1, 3, 4; got {image.shape}")
-    if image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    return np.ascontiguousarray(image[..., :3], dtype=np.float32)
-
-
-def to_uint8(sr: np.ndarray) -> np.ndarray:
-    """Clips a float output to [0, 1] and rounds it to 8-bit levels (half away from zero).
-
-    This is the last step before scoring in every benchmark table.
-    """
-    return np.floor(np.clip(sr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    size = len(images) if size is None else size
+    lq = np.zeros((size, *shape, 3), np.float32)
+    mask = np.zeros((size, *shape, 1), np.float32)
+    for j, x in enumerate(images):
+        lq[j, : x.shape[0], : x.shape[1]] = x
+        mask[j, : x.shape[0], : x.shape[1]] = 1.0
+    mask[len(images) :] = 1.0
+    return lq, mask
 
 
 @functools.partial(jax.jit, static_argnames=("model", "precision"))
@@ -270,11 +234,12 @@ class Predictor:
         only one group of `batch_size` images is held at a time.
 
         Args:
-          images: HxW or HxWxC images (see `to_model_input`): uint8 / uint16, or float in [0, 1].
+          images: HxW or HxWxC images (see `data.image_io.to_model_input`): uint8 / uint16, or
+            float in [0, 1].
 
         Yields:
           (index into `images`, SR) with SR the (H*scale, W*scale, 3) float32 output, unclipped;
-          `to_uint8` turns it into the image that benchmarks score.
+          `data.image_io.quantize` turns it into the image that benchmarks score.
         """
         groups: dict[tuple[int, int], list[int]] = {}
         for i, image in enumerate(images):
@@ -330,14 +295,7 @@ class Predictor:
         if self.exact_shapes:
             (x,) = inputs
             return _forward(self.model, self.params, x[None], None, self.precision)
-        lq = np.zeros((size, *shape, 3), np.float32)
-        mask = np.zeros((size, *shape, 1), np.float32)
-        for j, x in enumerate(inputs):
-            lq[j, : x.shape[0], : x.shape[1]] = x
-            mask[j, : x.shape[0], : x.shape[1]] = 1.0
-        # Unused slots of a partial batch are computed and dropped; a full mask keeps their
-        # DRM means (a division by the valid area) finite.
-        mask[len(inputs) :] = 1.0
+        lq, mask = pad_batch(inputs, shape, size)
         if self._splits(shape[0]):
             # Committed row-split inputs and replicated parameters: jit compiles the program
             # for these shardings (one per shape) and the partitioner splits the computation.
@@ -355,14 +313,10 @@ __all__ = [
     "DEFAULT_MAX_BATCH_PIXELS",
     "MIN_BUCKET",
     "MIN_ROWS_PER_DEVICE",
-    "NUM_TRANSFORMS",
     "Predictor",
     "bucket_shape",
     "bucket_size",
     "compiled_programs",
     "default_split_rows",
-    "inverse_transform",
-    "to_model_input",
-    "to_uint8",
-    "transform",
+    "pad_batch",
 ]

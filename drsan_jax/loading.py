@@ -64,6 +64,26 @@ def load_model(spec: str | os.PathLike, which: str = "latest", scale: int | None
     return loaded.at_scale(scale)
 
 
+def check_source(spec: str | os.PathLike, which: str = "latest") -> None:
+    """Raises what `load_model` would for a missing or unreadable source, without loading it.
+
+    For checking flags (`--config.init_from`) before anything expensive starts.
+    """
+    from drsan_jax import pretrained  # see load_model
+
+    path = Path(spec)
+    if path.is_dir():
+        checkpoints.find_step_dir(path, which)
+    elif path.is_file():
+        if path.suffix != compact.SUFFIX:
+            raise ValueError(f"{path}: not a model file drsan-jax reads; expected {ACCEPTED}")
+    elif not pretrained.is_model_name(str(spec)):
+        raise FileNotFoundError(f"{spec}: no such file or folder; expected {ACCEPTED}")
+    elif str(spec) not in pretrained.available():
+        raise ValueError(f"no shipped model is named {spec!r}; shipped: "
+                         f"{', '.join(pretrained.available()) or 'none'}")
+
+
 def load_compact(path: str | os.PathLike) -> InferenceModel:
     """Loads a self-describing compact weights file (`compact.write`)."""
     flat, meta = compact.read(path)
@@ -81,4 +101,4 @@ def load_compact(path: str | os.PathLike) -> InferenceModel:
         extra=meta.get("extra"))
 
 
-__all__ = ["ACCEPTED", "load_compact", "load_model"]
+__all__ = ["ACCEPTED", "check_source", "load_compact", "load_model"]

@@ -77,7 +77,7 @@ def write_manifest(manifest: dict[str, Any], directory: str | os.PathLike | None
     """Writes the manifest, models sorted by name, atomically."""
     path = Path(directory or PRETRAINED_DIR) / MANIFEST_NAME
     manifest = {"format": FORMAT, "models": dict(sorted(manifest["models"].items()))}
-    files.atomic_write_json(path, manifest)
+    files.write_json(path, manifest)
 
 
 def available(directory: str | os.PathLike | None = None) -> list[str]:

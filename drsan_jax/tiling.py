@@ -31,7 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from drsan_jax.inference import NUM_TRANSFORMS, bucket_shape
+from drsan_jax.data.image_io import quantize
+from drsan_jax.data.transforms import NUM_TRANSFORMS
+from drsan_jax.inference import bucket_shape
 from drsan_jax.models import param_shapes
 
 # (h, w, 3) float32 LR in [0, 1] -> (h * scale, w * scale, 3) float32 HR.
@@ -185,7 +187,7 @@ def upscale_tiled(
       lq: (H, W, 3) float32 LR image in [0, 1].
       scale: the upscaling factor of `predict`.
       out: (H * scale, W * scale, 3) uint8 or uint16 array that receives the result, clipped to
-        [0, 1] and rounded to the dtype's levels.
+        [0, 1] and rounded to the dtype's levels (`data.image_io.quantize`, as for benchmarks).
       tile: the tile size in LR pixels; None for one tile holding the whole image.
       overlap: the least overlap of neighbouring tiles in LR pixels (ignored without tiling).
       on_tile: called after each tile, e.g. to advance a progress bar.
@@ -198,7 +200,7 @@ def upscale_tiled(
         raise ValueError(f"output of shape {out.shape} does not hold a x{scale} result of an "
                          f"image of shape {lq.shape}")
     if tile is None or (height <= tile and width <= tile):
-        _store(out, predict(lq))
+        quantize(predict(lq), out=out)
         if on_tile is not None:
             on_tile()
         return out
@@ -221,16 +223,7 @@ def upscale_tiled(
         grown[:len(pending)] = pending
         grown[top * scale - pending_start:] += strip
         final = (rows[i + 1] if i + 1 < len(rows) else height) * scale
-        _store(out[pending_start:final], grown[:final - pending_start])
+        quantize(grown[:final - pending_start], out=out[pending_start:final])
         pending_start, pending = final, grown[final - pending_start:]
     return out
 
-
-def _store(out: np.ndarray, sr: np.ndarray) -> None:
-    """Writes float [0, 1] pixels to integer ones: clipped, then rounded half up, like
-    `inference.to_uint8` (so whole-image results equal the benchmark predictions)."""
-    levels = np.clip(sr, 0.0, 1.0)  # the one temporary copy; the rest is in place
-    levels *= np.iinfo(out.dtype).max
-    levels += 0.5
-    np.floor(levels, out=levels)
-    out[...] = levels

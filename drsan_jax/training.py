@@ -42,8 +42,7 @@ from absl import logging
 from flax import traverse_util
 from flax.training.train_state import TrainState
 
-from drsan_jax import checkpoints, data, evaluation, parallel
-from drsan_jax.loading import load_model
+from drsan_jax import checkpoints, data, evaluation, loading, parallel
 from drsan_jax.models import (
     DTYPES,
     build_model_from_config,
@@ -101,12 +100,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"--config.{flag}: {e}") from None
     if config.init_from:
         try:
-            checkpoints.find_step_dir(config.init_from)
+            loading.check_source(config.init_from)
         except (FileNotFoundError, ValueError) as e:
             raise ValueError(f"--config.init_from={config.init_from!r}: {e}") from None
     for name, scale in itertools.product(_val_datasets(config), _train_scales(config)):
         try:
-            evaluation.pair_images(config.val_data, name, scale)
+            data.pair_images(config.val_data, name, scale)
         except ValueError as e:
             raise ValueError(
                 f"--config.val_data={config.val_data!r}, --config.val_datasets="
@@ -218,7 +217,7 @@ def params_from_checkpoint(path: str, model_cfg: dict[str, Any], params: Any
     Returns:
       (params, names of copied parameters, names of re-initialised ones).
     """
-    source = load_model(path)
+    source = loading.load_model(path)
     if source.config["family"] != model_cfg["family"]:
         raise ValueError(f"--config.init_from={path!r} is a {source.name} checkpoint; it cannot "
                          f"start a {model_name(model_cfg)} model")

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from drsan_jax import pretrained, runtime
 from drsan_jax.api import DEFAULT_OVERLAP, Upscaler, load
-from drsan_jax.image_io import (
+from drsan_jax.data.image_io import (
     IMAGE_EXTENSIONS,
     ImageReadError,
     list_images,

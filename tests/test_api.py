@@ -2,13 +2,12 @@
 
 import numpy as np
 import pytest
-from upscale_fixtures import TINY, lr_crop, save_tiny_checkpoint
+from conftest import TINY, lr_crop, save_tiny_checkpoint
 
 from drsan_jax import api, metrics, tiling
-from drsan_jax.image_io import read_image
-from drsan_jax.inference import Predictor, to_uint8
+from drsan_jax.data import imresize, quantize, read_image
+from drsan_jax.inference import Predictor
 from drsan_jax.models import num_paths, path_index
-from drsan_jax.resize import imresize
 
 # Largest PSNR change (dB, Y channel against HR) that tiling may cause; the shipped defaults
 # measured far below it on the benchmarks (see README, "Tiles").
@@ -16,8 +15,8 @@ TILE_TOLERANCE_DB = 0.05
 
 
 @pytest.fixture(scope="module")
-def upscaler(tmp_path_factory):
-    return api.load(save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny"))
+def upscaler(tiny_checkpoint):
+    return api.load(tiny_checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +33,11 @@ def test_load_describes_the_checkpoint(upscaler):
 
 def test_upscale_is_the_benchmark_prediction(upscaler, lq):
     inference_model = upscaler.inference_model
-    expected = to_uint8(Predictor(inference_model.model, inference_model.params)(lq))
+    expected = quantize(Predictor(inference_model.model, inference_model.params)(lq))
     np.testing.assert_array_equal(upscaler.upscale(lq), expected)
     ensemble = Predictor(inference_model.model, inference_model.params, self_ensemble=True)
     np.testing.assert_array_equal(upscaler.upscale(lq, self_ensemble=True),
-                                  to_uint8(ensemble(lq)))
+                                  quantize(ensemble(lq)))
 
 
 def test_grey_rgba_and_16_bit_keep_their_kind(upscaler, lq):
@@ -131,7 +130,7 @@ def test_inspect_equals_the_unpadded_network(upscaler, lq):
     assert list(info.rsa_maps) == [(0, 2)]
     attention = state["attention"]["DRAG_0"]["rsa_block_2"][0][0]
     np.testing.assert_allclose(info.rsa_maps[0, 2], attention, atol=1e-5)
-    assert np.abs(info.sr.astype(int) - to_uint8(np.asarray(sr[0]))).max() <= 1
+    assert np.abs(info.sr.astype(int) - quantize(np.asarray(sr[0]))).max() <= 1
     matrix = info.dra_matrix(0)
     assert matrix[1, 0] == info.dra_coefficients[0, path_index(2, 0)]
     assert matrix[1, 1] == info.dra_coefficients[0, path_index(2, 1)]

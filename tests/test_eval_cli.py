@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 from absl import flags
-from test_inference import random_params, tiny
+from conftest import TINY, random_params, tiny_model
 
 from drsan_jax import checkpoints, evaluation
-from drsan_jax.resize import bicubic_upscale
+from drsan_jax.data import bicubic_upscale
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = ("Set5", "Set14", "B100")
@@ -56,12 +56,12 @@ def run(eval_cli):
 @pytest.fixture(scope="module")
 def ckpt_x4(tmp_path_factory):
     """A tiny x4 model saved as a checkpoint at step 123."""
-    model = tiny(4)
     path = tmp_path_factory.mktemp("ckpt") / "123"
-    config = {"scale": 4, "features": 8, "num_blocks": 2, "num_groups": 1}
-    return checkpoints.save_params_for_inference(path, config, random_params(model), step=123)
+    return checkpoints.save_params_for_inference(path, {"scale": 4, **TINY},
+                                                 random_params(tiny_model(4)), step=123)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_bicubic_reproduces_the_reference_table(run, benchmark_dir, tmp_path, scale):
     for protocol in BICUBIC_TABLE:

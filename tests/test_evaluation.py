@@ -1,52 +1,15 @@
-"""Tests for drsan_jax.evaluation: pairing and its errors, and scores through the whole path."""
+"""Tests for drsan_jax.evaluation: scores through the whole path, both protocols, requests."""
 
 import json
 import math
 
 import numpy as np
 import pytest
-from test_inference import NearestUpsampler, random_params, tiny
+from conftest import NearestUpsampler, make_benchmark, nearest, random_params, tiny_model
 
-from drsan_jax import evaluation, inference, metrics
+from drsan_jax import evaluation, files, inference, metrics
+from drsan_jax.data import BenchmarkError, ImageReadError, benchmark, read_image, write_image
 from drsan_jax.evaluation import EvaluationError, evaluate
-from drsan_jax.image_io import ImageReadError, read_image, write_image
-
-
-def make_benchmark(root, hr, lq=None):
-    """Writes a benchmark folder: hr {dataset: {file name: image}}, lq {scale: {dataset: ...}}."""
-    for name, images in hr.items():
-        for file_name, image in images.items():
-            write_image(root / "HR" / name / file_name, image)
-    for scale, datasets in (lq or {}).items():
-        for name, images in datasets.items():
-            for file_name, image in images.items():
-                write_image(root / f"x{scale}" / name / file_name, image)
-    return root
-
-
-def nearest(image, scale):
-    return np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
-
-
-@pytest.fixture(scope="module")
-def lq_rgb():
-    """A random RGB LR image away from the ends of the range."""
-    return np.random.default_rng(0).integers(10, 240, (16, 13, 3), dtype=np.uint8)
-
-
-def test_lq_made_from_hr_is_the_official_lq(benchmark_dir, tmp_path):
-    for name in ("Set5", "Set14"):
-        (tmp_path / "HR").mkdir(exist_ok=True)
-        (tmp_path / "HR" / name).symlink_to(benchmark_dir / "HR" / name)
-    official = evaluate(None, None, benchmark_dir, ["Set5", "Set14"], 3, method="bicubic",
-                        progress=False)
-    made = evaluate(None, None, tmp_path, ["Set5", "Set14"], 3, method="bicubic", progress=False)
-    assert made["datasets"] == official["datasets"]
-    for pair in evaluation.pair_images(tmp_path, "Set14", 3):
-        assert pair.lq_path is None
-        lq, _ = evaluation.load_pair(pair, 3)
-        np.testing.assert_array_equal(
-            lq, read_image(benchmark_dir / "x3" / "Set14" / f"{pair.stem}.png"))
 
 
 def test_identical_images_score_infinite_psnr_and_ssim_one(tmp_path, lq_rgb):
@@ -118,7 +81,7 @@ def test_both_protocols_from_one_inference_pass(tmp_path, monkeypatch, lq_rgb):
 
 
 def test_results_json_and_saved_images(benchmark_dir, tmp_path):
-    model = tiny(4)
+    model = tiny_model(4)
     params = random_params(model)
     results = evaluate(model, params, benchmark_dir, ["Set5"], 4, save_images=tmp_path,
                        progress=False)
@@ -131,7 +94,7 @@ def test_results_json_and_saved_images(benchmark_dir, tmp_path):
     assert results["model"]["features"] == 8 and results["model"]["variant"] is None
     assert {"jax", "flax", "numpy", "drsan_jax", "python"} <= set(results["versions"])
     json_path = tmp_path / "out" / "results.json"
-    evaluation.write_json(results, json_path)
+    files.write_json(json_path, results)
     assert json.loads(json_path.read_text()) == results
     saved = read_image(tmp_path / "x4" / "Set5" / "bird.png")
     hr = read_image(benchmark_dir / "HR" / "Set5" / "bird.png")
@@ -146,11 +109,11 @@ def test_repeated_calls_reuse_programs_and_images_but_see_changes(tmp_path, monk
                                                                    lq_rgb):
     root = make_benchmark(tmp_path, {"Toy": {"a.png": nearest(lq_rgb, 2)}},
                           {2: {"Toy": {"a.png": lq_rgb}}})
-    model = tiny(2)
+    model = tiny_model(2)
     params = random_params(model)
     first = evaluate(model, params, root, ["Toy"], 2, progress=False)
     reads = []
-    monkeypatch.setattr(evaluation, "read_image", lambda p: reads.append(p) or read_image(p))
+    monkeypatch.setattr(benchmark, "read_image", lambda p: reads.append(p) or read_image(p))
     programs = inference.compiled_programs()
     again = evaluate(model, params, root, ["Toy"], 2, progress=False)
     assert again["datasets"] == first["datasets"]
@@ -162,7 +125,7 @@ def test_repeated_calls_reuse_programs_and_images_but_see_changes(tmp_path, monk
 
 
 def test_self_ensemble_result(benchmark_dir):
-    model = tiny(4)
+    model = tiny_model(4)
     params = random_params(model)
     plain = evaluate(model, params, benchmark_dir, ["Set5"], 4, progress=False)
     ensemble = evaluate(model, params, benchmark_dir, ["Set5"], 4, self_ensemble=True,
@@ -173,33 +136,6 @@ def test_self_ensemble_result(benchmark_dir):
     assert ensemble["psnr"] != plain["psnr"]
 
 
-def test_dataset_errors(benchmark_dir, tmp_path, lq_rgb):
-    with pytest.raises(EvaluationError, match=r"'Urban100' not found .*found: Set5, Set14, B100"):
-        evaluate(None, None, benchmark_dir, ["Set5", "Urban100"], 2, method="bicubic")
-    with pytest.raises(EvaluationError, match="no HR/ subfolder"):
-        evaluation.find_datasets(tmp_path)
-    hr = nearest(lq_rgb, 2)
-    small = lq_rgb[:10, :8]
-    root = make_benchmark(
-        tmp_path / "a", {"Toy": {"a.png": hr, "b.png": hr}},
-        {2: {"Toy": {"a.png": lq_rgb}}, 3: {"Toy": {"ax3.png": small, "b.png": small,
-                                                    "c.png": small}}})
-    with pytest.raises(EvaluationError, match=r"x2/Toy has no LR partner for b\.png"):
-        evaluation.pair_images(root, "Toy", 2)
-    with pytest.raises(EvaluationError, match=r"HR/Toy has no HR partner for c\.png"):
-        evaluation.pair_images(root, "Toy", 3)
-    (root / "x3" / "Toy" / "c.png").unlink()
-    assert [p.lq_path.name for p in evaluation.pair_images(root, "Toy", 3)] == ["ax3.png", "b.png"]
-    # Made from HR at x4 (no x4 folder); at x3 the files are checked against HR // 3.
-    assert evaluation.pair_images(root, "Toy", 4)[0].lq_path is None
-    write_image(root / "x3" / "Toy" / "b.png", lq_rgb)
-    with pytest.raises(EvaluationError, match=r"b\.png is 13x16 .* 26x32, whose x3 LR is 8x10"):
-        evaluate(None, None, root, ["Toy"], 3, method="bicubic", progress=False)
-    write_image(root / "HR" / "Toy" / "b.bmp", hr)
-    with pytest.raises(EvaluationError, match="same name"):
-        evaluation.pair_images(root, "Toy", 2)
-
-
 def test_unreadable_image_is_named(tmp_path, lq_rgb):
     root = make_benchmark(tmp_path, {"Toy": {"a.png": nearest(lq_rgb, 2)}})
     (root / "HR" / "Toy" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
@@ -208,7 +144,10 @@ def test_unreadable_image_is_named(tmp_path, lq_rgb):
 
 
 def test_request_errors(benchmark_dir):
-    model = tiny(2)
+    # Every dataset is found and paired before the first image is computed.
+    with pytest.raises(BenchmarkError, match=r"'Urban100' not found .*found: Set5, Set14, B100"):
+        evaluate(None, None, benchmark_dir, ["Set5", "Urban100"], 2, method="bicubic")
+    model = tiny_model(2)
     with pytest.raises(EvaluationError, match="scale 3 disagrees with the model, which is x2"):
         evaluate(model, {}, benchmark_dir, ["Set5"], 3)
     for kwargs, match in [
@@ -219,16 +158,3 @@ def test_request_errors(benchmark_dir):
     ]:
         with pytest.raises(EvaluationError, match=match):
             evaluate(None, None, benchmark_dir, ["Set5"], 2, **{"method": "bicubic", **kwargs})
-
-
-def test_default_data_dir(tmp_path, monkeypatch):
-    monkeypatch.delenv(evaluation.BENCHMARK_DIR_ENV, raising=False)
-    (tmp_path / "shared" / "data" / "benchmark").mkdir(parents=True)
-    (tmp_path / "repo").mkdir()
-    assert evaluation.default_data_dir(tmp_path / "repo") == (
-        tmp_path / "shared" / "data" / "benchmark")
-    with pytest.raises(EvaluationError, match="--data_dir"):
-        evaluation.default_data_dir(tmp_path / "repo" / "nested")
-    monkeypatch.setenv(evaluation.BENCHMARK_DIR_ENV, str(tmp_path / "elsewhere"))
-    with pytest.raises(EvaluationError, match="DRSAN_BENCHMARK_DIR"):
-        evaluation.default_data_dir(tmp_path / "repo")

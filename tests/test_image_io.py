@@ -1,7 +1,8 @@
-"""Tests for drsan_jax.image_io: real images from the shared data, written and read back."""
+"""Tests for drsan_jax.data.image_io: real images written and read back, and converted."""
 
 import struct
 import zlib
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -9,8 +10,8 @@ import pytest
 from conftest import shared_data_dir as _data_dir
 from PIL import Image
 
-from drsan_jax import image_io
-from drsan_jax.image_io import ImageReadError
+from drsan_jax.data import image_io
+from drsan_jax.data.image_io import ImageReadError, quantize, to_model_input
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +118,56 @@ def test_to_rgb_uint8_conversions(rgb, grey):
     with pytest.raises(ValueError, match=r"\(4, 4, 2\)"):
         image_io.to_rgb_uint8(np.zeros((4, 4, 2), np.uint8))
 
+
+def test_to_model_input_keeps_the_bit_depth(rgb):
+    expected = rgb.astype(np.float32) / np.float32(255)
+    for image in (rgb, np.dstack([rgb, rgb[..., :1]]), rgb.astype(np.uint16) * 257, expected):
+        got = to_model_input(image)
+        assert got.dtype == np.float32 and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, expected)
+    grey = rgb[..., 1]
+    for image in (grey, grey[..., None], grey / 255.0):
+        np.testing.assert_allclose(to_model_input(image), np.stack([grey / 255] * 3, axis=2),
+                                   rtol=1e-7)
+    # 16-bit levels between two 8-bit ones are kept, not rounded to 8 bits.
+    np.testing.assert_array_equal(to_model_input(np.array([[1, 128]], np.uint16))[0, :, 0],
+                                  np.float32([1, 128]) / np.float32(65535))
+    with pytest.raises(ValueError, match=r"\(4, 4, 2\)"):
+        to_model_input(np.zeros((4, 4, 2), np.float32))
+    with pytest.raises(ValueError, match="int32"):
+        to_model_input(np.zeros((4, 4, 3), np.int32))
+
+
+def test_quantize_clips_and_rounds_half_up(rgb):
+    sr = np.array([-0.2, 0.0, 0.4 / 255, 0.6 / 255, 127.5 / 255, 254.49 / 255, 1.0, 1.3])
+    np.testing.assert_array_equal(quantize(sr), [0, 0, 0, 1, 128, 254, 255, 255])
+    assert quantize(sr).dtype == np.uint8
+    deep = quantize(sr, np.uint16)
+    assert deep.dtype == np.uint16 and list(deep[[0, 6, 7]]) == [0, 65535, 65535]
+    out = np.zeros((2, 8), np.uint16)
+    row = out[1]  # in place, into part of a larger array
+    assert quantize(sr, out=row) is row
+    np.testing.assert_array_equal(out, [np.zeros(8), deep])
+    # The network's input, quantized, is the image again, at either bit depth.
+    np.testing.assert_array_equal(quantize(to_model_input(rgb)), rgb)
+    rgb16 = rgb.astype(np.uint16) * 257 + 100
+    np.testing.assert_array_equal(quantize(to_model_input(rgb16), np.uint16), rgb16)
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, rgb, monkeypatch):
+    path = tmp_path / "a.png"
+    image_io.write_image(path, rgb)
+    before = path.read_bytes()
+
+    def fail_halfway(target, image, **kwargs):
+        Path(target).write_bytes(b"half a PNG")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(image_io.iio, "imwrite", fail_halfway)
+    with pytest.raises(OSError, match="disk full"):
+        image_io.write_image(path, rgb[::-1])
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
 
 def test_truncated_and_corrupt_files_raise_image_read_error(tmp_path, rgb):
     good = tmp_path / "good.png"

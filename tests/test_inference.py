@@ -1,4 +1,4 @@
-"""Tests for drsan_jax.inference: buckets, transforms, and bucketed == plain inference."""
+"""Tests for drsan_jax.inference: buckets, padding, the self-ensemble, bucketed == plain."""
 
 import json
 import os
@@ -7,39 +7,16 @@ import sys
 from pathlib import Path
 
 import chex
-import flax.linen as nn
 import jax
-import jax.flatten_util
-import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import NearestUpsampler, random_params, tiny_model
 
 from drsan_jax import inference, metrics
-from drsan_jax.image_io import read_image
-from drsan_jax.inference import Predictor, to_uint8
-from drsan_jax.models import DRSAN, init_params
+from drsan_jax.data import inverse_transform, quantize, read_image, transform
+from drsan_jax.inference import Predictor
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny(scale):
-    """The tiny DRSAN every evaluation test uses (equal instances share compiled programs)."""
-    return DRSAN(scale=scale, features=8, num_blocks=2, num_groups=1)
-
-
-def random_params(model, seed=0):
-    """Parameters with every bias and PReLU slope random too, so every parameter matters."""
-    flat, unravel = jax.flatten_util.ravel_pytree(init_params(model, jax.random.key(seed)))
-    return unravel(flat + 0.1 * jax.random.normal(jax.random.key(seed + 1), flat.shape))
-
-
-class NearestUpsampler(nn.Module):
-    """Pixel replication: commutes with every flip and quarter turn, unlike DRSAN."""
-
-    scale: int
-
-    def __call__(self, lq, mask=None):
-        return jnp.repeat(jnp.repeat(lq, self.scale, axis=1), self.scale, axis=2)
 
 
 @pytest.fixture(scope="module")
@@ -62,26 +39,18 @@ def test_bucket_sizes():
         inference.bucket_size(0)
 
 
-def test_transforms_are_the_eight_distinct_symmetries_and_invert_exactly():
-    x = np.arange(2 * 3 * 2).reshape(2, 3, 2)
-    seen = set()
-    for k in range(inference.NUM_TRANSFORMS):
-        t = inference.transform(x, k)
-        assert t.shape == ((3, 2, 2) if k % 2 else (2, 3, 2))
-        np.testing.assert_array_equal(inference.inverse_transform(t, k), x)
-        np.testing.assert_array_equal(inference.transform(inference.inverse_transform(x, k), k), x)
-        seen.add(t.tobytes())
-    assert len(seen) == 8
-    np.testing.assert_array_equal(inference.transform(x, 0), x)
-    np.testing.assert_array_equal(inference.transform(x, 4), x[:, ::-1])
-    with pytest.raises(ValueError, match="0..7"):
-        inference.transform(x, 8)
-
-
-def test_to_uint8_clips_and_rounds_half_up():
-    sr = np.array([-0.2, 0.0, 0.4 / 255, 0.6 / 255, 127.5 / 255, 254.49 / 255, 1.0, 1.3])
-    np.testing.assert_array_equal(to_uint8(sr), [0, 0, 0, 1, 128, 254, 255, 255])
-    assert to_uint8(sr).dtype == np.uint8
+def test_pad_batch_masks_the_images_and_fills_spare_slots():
+    images = [np.full((2, 3, 3), 0.5, np.float32), np.full((4, 1, 3), 0.25, np.float32)]
+    lq, mask = inference.pad_batch(images, (4, 5), size=3)
+    chex.assert_shape((lq, mask), ((3, 4, 5, 3), (3, 4, 5, 1)))
+    for j, x in enumerate(images):
+        h, w = x.shape[:2]
+        np.testing.assert_array_equal(lq[j, :h, :w], x)
+        assert lq[j].sum() == x.sum() and mask[j].sum() == h * w
+        assert np.all(mask[j, :h, :w] == 1)
+    # The spare slot: no pixels, a full mask (its DRM means divide by the valid area).
+    assert not lq[2].any() and np.all(mask[2] == 1)
+    assert inference.pad_batch(images, (4, 5))[0].shape[0] == 2
 
 
 def test_inputs_of_any_layout_and_dtype(x4_images):
@@ -94,7 +63,7 @@ def test_inputs_of_any_layout_and_dtype(x4_images):
         sr = predictor(image)
         chex.assert_shape(sr, (42, 68, 3))
         chex.assert_type(sr, np.float32)
-        np.testing.assert_array_equal(to_uint8(sr), expected)
+        np.testing.assert_array_equal(quantize(sr), expected)
     with pytest.raises(ValueError, match=r"\(4, 4, 2\)"):
         predictor(np.zeros((4, 4, 2), np.float32))
 
@@ -109,22 +78,22 @@ def test_self_ensemble_of_an_equivariant_model_is_the_model(x4_images):
 
 
 def test_self_ensemble_averages_the_mapped_back_outputs(x4_images):
-    model = tiny(4)
+    model = tiny_model(4)
     params = random_params(model)
     lq = x4_images[2][:20, :30]
     ensemble = Predictor(model, params, self_ensemble=True)(lq)
     chex.assert_shape(ensemble, (80, 120, 3))
     x = lq.astype(np.float32) / 255
     apply = jax.jit(model.apply)
-    outputs = [inference.inverse_transform(
-        np.asarray(apply({"params": params}, inference.transform(x, k)[None]))[0], k)
+    outputs = [inverse_transform(
+        np.asarray(apply({"params": params}, transform(x, k)[None]))[0], k)
         for k in range(8)]
     np.testing.assert_allclose(ensemble, np.mean(outputs, axis=0), atol=2e-5)
     assert np.abs(ensemble - outputs[0]).max() > 1e-3  # DRSAN is not equivariant: not vacuous
 
 
 def test_bucketed_equals_plain_whole_image_inference(x4_images, benchmark_dir):
-    model = tiny(4)
+    model = tiny_model(4)
     params = random_params(model)
     before = inference.compiled_programs()
     bucketed = Predictor(model, params).predict(x4_images)
@@ -138,8 +107,8 @@ def test_bucketed_equals_plain_whole_image_inference(x4_images, benchmark_dir):
         np.testing.assert_allclose(a, b, atol=2e-5)
         # The outputs of random weights are far from HR; what matters is that both agree.
         hr = read_image(hr_path)
-        psnr_a, _ = metrics.evaluate_pair(to_uint8(a), hr, 4)
-        psnr_b, _ = metrics.evaluate_pair(to_uint8(b), hr, 4)
+        psnr_a, _ = metrics.evaluate_pair(quantize(a), hr, 4)
+        psnr_b, _ = metrics.evaluate_pair(quantize(b), hr, 4)
         assert abs(psnr_a - psnr_b) < 1e-3
     # A second pass over the same sizes compiles nothing.
     before = inference.compiled_programs()
@@ -148,7 +117,7 @@ def test_bucketed_equals_plain_whole_image_inference(x4_images, benchmark_dir):
 
 
 def test_batches_equal_one_image_at_a_time(x4_images):
-    model = tiny(4)
+    model = tiny_model(4)
     params = random_params(model)
     # Three images of one bucket (24x32): a batch of 2 and a partial batch with a spare slot.
     crops = [x4_images[0][:20, :30], x4_images[1][:17, :25], x4_images[3][:24, :32]]
@@ -236,6 +205,7 @@ print("RESULTS " + json.dumps(results))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("devices", [2, 3])
 def test_split_rows_over_cpu_devices_equals_one_device(devices):
     env = {**os.environ, "JAX_PLATFORMS": "cpu",

@@ -72,20 +72,3 @@ def test_load_errors_name_the_file_and_what_was_expected(tmp_path, multi_scale):
     with pytest.raises(compact.WeightsError, match=r"missing \['conv1/kernel'\]"):
         compact.to_params(flat, jax.eval_shape(lambda: init_params(
             build_model("lesrcnn-s", 2, features=4), jax.random.key(0))), "x")
-
-
-def test_atomic_write_leaves_no_partial_file(tmp_path):
-    from drsan_jax import files
-
-    target = tmp_path / "out.bin"
-    target.write_bytes(b"old")
-
-    def fail(f):
-        f.write(b"partial")
-        raise OSError("disk full")
-
-    with pytest.raises(OSError, match="disk full"):
-        files.atomic_write(target, fail)
-    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["out.bin"]
-    with pytest.raises(FileNotFoundError, match="the folder .*missing does not exist"):
-        files.atomic_write_bytes(tmp_path / "missing" / "x.bin", b"")

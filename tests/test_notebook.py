@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "explore_drsan.ipynb"
@@ -14,6 +15,7 @@ def test_notebook_is_stored_without_outputs():
     assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
 
 
+@pytest.mark.slow
 def test_notebook_runs_and_draws_every_figure(shared_data, monkeypatch):
     # Without DRSAN_CHECKPOINT the notebook looks at the shipped 32s-x2.
     monkeypatch.delenv("DRSAN_CHECKPOINT", raising=False)

@@ -80,6 +80,7 @@ def _env(devices):
             "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
 
 
+@pytest.mark.slow
 def test_one_and_four_devices_agree(train_images):
     result = subprocess.run(
         [sys.executable, "-c", FOUR_DEVICES, json.dumps(TINY_MODEL), str(train_images / "hr"),
@@ -104,6 +105,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_train_as_one(train_images, tmp_path):
     sys.path.insert(0, str(REPO))
     try:

@@ -4,14 +4,13 @@ import json
 import math
 
 import jax
-import jax.flatten_util
 import numpy as np
 import pytest
-from upscale_fixtures import lr_crop
+from conftest import lr_crop, random_params
 
 from drsan_jax import api, checkpoints, evaluation, loading, pretrained, upscale
-from drsan_jax.image_io import read_image, write_image
-from drsan_jax.models import build_model, init_params
+from drsan_jax.data import read_image, write_image
+from drsan_jax.models import build_model
 
 # The models the project promises (issue: weights for 32s at x2, x3 and x4).
 PROMISED = ("32s-x2", "32s-x3", "32s-x4")
@@ -22,19 +21,14 @@ BICUBIC_PSNR = {2: {"Set5": 33.68, "Set14": 30.33, "B100": 29.56},
                 4: {"Set5": 28.43, "Set14": 26.09, "B100": 25.96}}
 
 
-@pytest.fixture(autouse=True)
-def no_runtime_side_effects(monkeypatch):
-    """upscale.main() calls runtime.configure(): no persistent cache from tests, one device."""
-    monkeypatch.setenv("DRSAN_JAX_CACHE_DIR", "none")
-    monkeypatch.setenv("DRSAN_JAX_CPU_DEVICES", "1")
+# upscale.main() calls runtime.configure().
+pytestmark = pytest.mark.usefixtures("no_runtime_side_effects")
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     """A saved 32s x2 checkpoint with random (non-zero everywhere) parameters."""
-    model = build_model("32s", scale=2)
-    flat, unravel = jax.flatten_util.ravel_pytree(init_params(model, jax.random.key(0)))
-    params = unravel(flat + 0.05 * jax.random.normal(jax.random.key(1), flat.shape))
+    params = random_params(build_model("32s", scale=2))
     path = checkpoints.save_params_for_inference(
         tmp_path_factory.mktemp("src") / "ckpt", {"variant": "32s", "scale": 2}, params, step=9)
     return path, params
@@ -130,6 +124,7 @@ def test_the_promised_models_ship_small_and_evaluated():
             assert abs(cost) < 0.005, (name, dataset, cost)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", PROMISED)
 def test_shipped_model_scores_its_manifest_set5_psnr(name, benchmark_dir):
     entry = pretrained.read_manifest()["models"][name]
@@ -140,6 +135,7 @@ def test_shipped_model_scores_its_manifest_set5_psnr(name, benchmark_dir):
     assert math.isclose(results["datasets"]["Set5"]["psnr"], want, abs_tol=0.01)
 
 
+@pytest.mark.slow
 def test_upscale_without_ckpt_uses_the_shipped_model_for_the_scale(tmp_path, benchmark_dir,
                                                                    capsys):
     crop = lr_crop(benchmark_dir, size=(24, 30))

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from conftest import tiny_model
 
 from drsan_jax import tiling
-from drsan_jax.models import DRSAN
 
 
 def nearest(scale):
@@ -70,8 +70,7 @@ def test_output_shape_is_checked():
 
 
 def test_memory_estimate_follows_scale_and_bucket():
-    x2 = DRSAN(scale=2, features=8, num_blocks=2, num_groups=1)
-    x4 = DRSAN(scale=4, features=8, num_blocks=2, num_groups=1)
+    x2, x4 = tiny_model(2), tiny_model(4)
     # The x4 upsampler's second stage runs at twice the resolution: more per LR pixel.
     assert tiling.bytes_per_pixel(x4) > tiling.bytes_per_pixel(x2) > 8 * 4
     # 100x100 pads to a 128x128 bucket; the ensemble holds 8 results.

@@ -15,7 +15,8 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from drsan_jax import checkpoints, image_io, training
+from drsan_jax import checkpoints, training
+from drsan_jax.data import image_io
 from drsan_jax.models import (
     build_model_from_config,
     init_params,

@@ -8,25 +8,21 @@ import sys
 import jax
 import numpy as np
 import pytest
-from upscale_fixtures import TINY, lr_crop, save_tiny_checkpoint
+from conftest import TINY, lr_crop, tiny_model
 
 from drsan_jax import api, upscale
 from drsan_jax.checkpoints import save_params_for_inference
-from drsan_jax.image_io import read_image, write_image
-from drsan_jax.models import DRSAN, init_params
-from drsan_jax.resize import imresize
+from drsan_jax.data import imresize, read_image, write_image
+from drsan_jax.models import init_params
+
+# main() calls runtime.configure().
+pytestmark = pytest.mark.usefixtures("no_runtime_side_effects")
 
 
-@pytest.fixture(autouse=True)
-def no_runtime_side_effects(monkeypatch):
-    """main() calls runtime.configure(): no persistent cache written from tests, one device."""
-    monkeypatch.setenv("DRSAN_JAX_CACHE_DIR", "none")
-    monkeypatch.setenv("DRSAN_JAX_CPU_DEVICES", "1")
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
+@pytest.fixture
+def ckpt(tiny_checkpoint):
+    """The tiny x2 checkpoint shared by the suite, as --ckpt takes it."""
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +125,7 @@ def test_usage_errors_name_the_problem(case, message, inputs, ckpt, tmp_path, ca
 
 def save_wrong_checkpoint(path):
     """A checkpoint whose metadata promises another model than its parameters are."""
-    params = init_params(DRSAN(scale=2, **TINY), jax.random.key(0))
+    params = init_params(tiny_model(2), jax.random.key(0))
     save_params_for_inference(path, {"scale": 2, **TINY, "features": 16}, params)
 
 

@@ -1,8 +1,14 @@
-"""Reading and writing images: the one place eval, training and the upscale CLI touch files.
+"""Reading and writing images, and the conversions between stored pixels and the network's.
 
-`read_image` returns pixels as stored (8- or 16-bit, grey, RGB or RGBA) and turns every failure
-into an `ImageReadError` that names the file; `to_rgb_uint8` brings any of those to the HxWx3
-uint8 the model and the metrics expect; `write_image` stores 8- or 16-bit images.
+The one place eval, training and the upscale CLI touch image files. `read_image` returns pixels
+as stored (8- or 16-bit, grey, RGB or RGBA) and turns every failure into an `ImageReadError`
+that names the file; `write_image` stores 8- or 16-bit images, whole or not at all.
+
+Between files and the network there is one conversion each way: `to_model_input` turns any
+stored image into the (H, W, 3) float32 RGB in [0, 1] the network takes, at the image's full
+bit depth, and `quantize` turns the network's float output back into integer levels (clipped,
+rounded half up), the last step before every benchmark score and every saved image.
+`to_rgb_uint8` gives the 8-bit RGB that the training cache and the metrics use.
 
 Decoding goes through imageio (Pillow, and imageio's bundled tifffile for TIFF). Pillow silently
 truncates 16-bit colour PNGs to 8 bits, so those are read and written by a small PNG codec here.
@@ -18,6 +24,8 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 from PIL import Image as PILImage
+
+from drsan_jax.files import atomic_write
 
 # Pillow refuses images over ~179 Mpixels as possible decompression bombs, but a 4000x3000 photo
 # upscaled x4 is 192 Mpixels. These are the user's own files: allow up to 2^30 pixels (4 GiB as
@@ -134,6 +142,57 @@ def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[..., :3])
 
 
+def to_model_input(image: np.ndarray) -> np.ndarray:
+    """Brings an image to the network's (H, W, 3) float32 RGB in [0, 1].
+
+    Args:
+      image: HxW or HxWxC (C in 1, 3, 4): uint8 or uint16, divided by the dtype's maximum (so
+        16-bit images keep their precision), or float already in [0, 1]. Grey is repeated on
+        three channels, alpha dropped.
+
+    Returns:
+      (H, W, 3) float32.
+
+    Raises:
+      ValueError: another dtype or layout.
+    """
+    image = np.asarray(image)
+    problem = _layout_problem(image, floats=True)
+    if problem:
+        raise ValueError(f"cannot use image as network input: {problem}")
+    colour = image[..., None] if image.ndim == 2 else image
+    colour = np.repeat(colour, 3, axis=2) if colour.shape[2] == 1 else colour[..., :3]
+    if np.issubdtype(image.dtype, np.floating):
+        return np.ascontiguousarray(colour, dtype=np.float32)
+    return colour.astype(np.float32) / np.float32(np.iinfo(image.dtype).max)
+
+
+def quantize(image: np.ndarray, dtype: np.dtype = np.uint8,
+             out: np.ndarray | None = None) -> np.ndarray:
+    """Turns float pixels in [0, 1] into integer levels: clipped, then rounded half up.
+
+    This is the last step before scoring in every benchmark table, and before saving.
+
+    Args:
+      image: float array, nominally in [0, 1] (a network's output).
+      dtype: the integer type; its maximum is the level that 1.0 becomes (255 for uint8).
+      out: where to write the levels (any integer array of the image's shape); `dtype` is then
+        `out.dtype`. Writing in place costs one float temporary instead of two.
+
+    Returns:
+      The integer image (`out` when given).
+    """
+    dtype = np.dtype(dtype if out is None else out.dtype)
+    levels = np.clip(image, 0.0, 1.0)  # the one temporary; the rest is in place
+    levels *= np.iinfo(dtype).max
+    levels += 0.5
+    np.floor(levels, out=levels)
+    if out is None:
+        return levels.astype(dtype)
+    out[...] = levels
+    return out
+
+
 def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
     """Writes an image, creating missing parent folders.
 
@@ -145,6 +204,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
 
     Raises:
       ValueError: an unknown extension, or an image the format cannot hold.
+      OSError: the file cannot be written; an older file at `path` is then left as it was.
     """
     path = Path(path)
     image = np.asarray(image)
@@ -167,19 +227,23 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
         )
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
-    path.parent.mkdir(parents=True, exist_ok=True)
     if ext == ".png" and image.dtype == np.uint16 and image.ndim == 3:
-        _write_png_16bit_colour(path, image)
+        atomic_write(path, lambda tmp: _write_png_16bit_colour(tmp, image))
     elif ext in (".jpg", ".jpeg"):
-        iio.imwrite(path, image, quality=95)
+        atomic_write(path, lambda tmp: iio.imwrite(tmp, image, quality=95))
     else:
-        iio.imwrite(path, image)
+        atomic_write(path, lambda tmp: iio.imwrite(tmp, image))
 
 
-def _layout_problem(image: np.ndarray) -> str | None:
-    """Says what is wrong with an array's dtype or shape as an image, or None if nothing."""
-    if image.dtype not in (np.uint8, np.uint16):
-        return f"its samples are {image.dtype}, expected uint8 or uint16"
+def _layout_problem(image: np.ndarray, floats: bool = False) -> str | None:
+    """Says what is wrong with an array's dtype or shape as an image, or None if nothing.
+
+    `floats`: float samples (the network's [0, 1]) are fine too.
+    """
+    integer = image.dtype in (np.uint8, np.uint16)
+    if not (integer or (floats and np.issubdtype(image.dtype, np.floating))):
+        expected = "uint8, uint16 or float" if floats else "uint8 or uint16"
+        return f"its samples are {image.dtype}, expected {expected}"
     if image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4)):
         return None
     return f"its shape is {image.shape}, expected HxW or HxWxC with C in 1, 3, 4"

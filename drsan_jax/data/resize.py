@@ -15,8 +15,8 @@ included. The algorithm (MATLAB's `imresize.m`, `contributions`):
   clipped once at the end; float images are returned unclipped.
 
 `bicubic_downscale` makes SR training and test inputs; it matches the released Set5, Set14 and
-B100 LR images bit for bit. `imresize` is the NumPy reference; `imresize_jax` applies the same
-weights as dense matrices with `jnp.einsum`, so it runs inside `jax.jit` (shape, scale static).
+B100 LR images bit for bit. It runs on the host, in NumPy: LR images are made once, before
+training or scoring, never inside a traced function.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 # The output length is ceil(scale * length); float rounding can push an exact product just past
@@ -96,45 +94,12 @@ def _dimension_order(scales: tuple[float, float]) -> tuple[int, int]:
     return (1, 0) if scales[1] < scales[0] else (0, 1)
 
 
-def resize_matrices(
-    in_shape: Sequence[int],
-    scale: float | None = None,
-    output_shape: Sequence[int] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Dense weight matrices of `imresize`: out = rows @ image @ cols.T per channel.
-
-    Args:
-      in_shape: (H, W, ...) of the input; only H and W are used.
-      scale: one factor for both dimensions (> 1 enlarges). Exactly one of scale and
-        output_shape is given.
-      output_shape: (H_out, W_out).
-
-    Returns:
-      (rows, cols): float64 matrices of shape (H_out, H) and (W_out, W). Taps that mirror onto
-      the same input pixel are summed into one entry.
-    """
-    (out_h, out_w), (scale_h, scale_w) = _plan(in_shape, scale, output_shape)
-    matrices = []
-    for in_length, out_length, s in ((in_shape[0], out_h, scale_h), (in_shape[1], out_w, scale_w)):
-        weights, indices = _contributions(int(in_length), out_length, s)
-        matrix = np.zeros((out_length, int(in_length)))
-        np.add.at(matrix, (np.arange(out_length)[:, None], indices), weights)
-        matrices.append(matrix)
-    return matrices[0], matrices[1]
-
-
-def _check_image(image) -> None:
-    """Raises a ValueError unless the array is HxW or HxWxC."""
-    if image.ndim not in (2, 3):
-        raise ValueError(f"imresize expects an HxW or HxWxC image, got shape {image.shape}")
-
-
-def _to_output_dtype(resized, dtype, xp):
+def _to_output_dtype(resized: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Integer images: round half away from zero and clip once, as MATLAB does; floats as is."""
     if not np.issubdtype(dtype, np.integer):
         return resized
     info = np.iinfo(dtype)
-    return xp.clip(xp.floor(resized + 0.5), info.min, info.max).astype(dtype)
+    return np.clip(np.floor(resized + 0.5), info.min, info.max).astype(dtype)
 
 
 def imresize(
@@ -155,7 +120,8 @@ def imresize(
       range, float images unclipped (bicubic overshoots).
     """
     image = np.asarray(image)
-    _check_image(image)
+    if image.ndim not in (2, 3):
+        raise ValueError(f"imresize expects an HxW or HxWxC image, got shape {image.shape}")
     (out_h, out_w), scales = _plan(image.shape, scale, output_shape)
     result = image.astype(np.float64)
     for dim in _dimension_order(scales):
@@ -172,40 +138,7 @@ def imresize(
             tap_values *= weights[:, tap, None]
             acc += tap_values
         result = np.moveaxis(acc.reshape((out_length,) + moved.shape[1:]), 0, dim)
-    return _to_output_dtype(result, image.dtype, np)
-
-
-def imresize_jax(
-    image: jax.Array,
-    scale: float | None = None,
-    output_shape: Sequence[int] | None = None,
-) -> jax.Array:
-    """`imresize` as two dense matrix products, traceable by `jax.jit` and `jax.vmap`.
-
-    The weight matrices depend only on the (static) shape and scale, so they are built with
-    NumPy at trace time and become constants of the compiled function. Under `jax.jit`, pass
-    `scale` / `output_shape` as static arguments; use `jax.vmap` for batches.
-
-    Args:
-      image: HxW or HxWxC array, integer or float.
-      scale: as in `imresize`.
-      output_shape: as in `imresize`.
-
-    Returns:
-      The resized image, equal to `imresize` up to float rounding (float32 unless jax_enable_x64).
-      Integer images are rounded and clipped like `imresize`; a pixel within float32 rounding of
-      a .5 tie may land one level away from the NumPy result.
-    """
-    _check_image(image)
-    rows, cols = resize_matrices(image.shape, scale, output_shape)
-    dtype = image.dtype if jnp.issubdtype(image.dtype, jnp.floating) else jnp.result_type(float)
-    x = jnp.asarray(image, dtype)
-    # HIGHEST: on GPUs the default lets float32 matmuls drop to TF32 (~3 decimal digits).
-    spec = "oh,hw,pw->op" if x.ndim == 2 else "oh,hwc,pw->opc"  # (H_out, W_out[, C])
-    resized = jnp.einsum(
-        spec, rows.astype(dtype), x, cols.astype(dtype), precision=jax.lax.Precision.HIGHEST
-    )
-    return _to_output_dtype(resized, image.dtype, jnp)
+    return _to_output_dtype(result, image.dtype)
 
 
 def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
@@ -245,7 +178,7 @@ def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
     if not np.issubdtype(hr.dtype, np.integer):
         return imresize(hr, 1 / scale)
     peak = float(np.iinfo(hr.dtype).max)
-    return _to_output_dtype(imresize(hr / peak, 1 / scale) * peak, hr.dtype, np)
+    return _to_output_dtype(imresize(hr / peak, 1 / scale) * peak, hr.dtype)
 
 
 def bicubic_upscale(lq: np.ndarray, scale: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Training data: HR/LR image pairs from folders, DIV2K or TFDS, and a resumable patch sampler.
+"""Training images: HR/LR pairs from folders, DIV2K or TFDS, decoded once into a cache.
 
 `--config.train_data` is a comma-separated list of sources:
 
@@ -15,41 +15,29 @@ keyed by the source file's path, size and modification time. Later runs, and eve
 first, only open those files memory-mapped: no decoding in the training loop, and memory bounded
 by the operating system's page cache rather than the dataset size. Images whose LR side is
 smaller than a patch are skipped with a warning that names them; unreadable files stop the run
-before training with one error that lists them all.
-
-`PatchSampler` draws random aligned LR/HR patch pairs with one of the 8 flips and quarter turns
-(`inference.transform`, the same transforms as the self-ensemble). The batch of step t is a pure
-function of (seed, host, t), so a resumed run sees exactly the batches it would have seen, and
-background threads may prepare batches ahead in any order. In a multi-host run each host reads
-its own shard of every source (every `process_count`-th image).
+before training with one error that lists them all. In a multi-host run each host reads its own
+shard of every source (every `process_count`-th image). `sampler.PatchSampler` cuts the patches.
 """
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import dataclasses
 import hashlib
 import json
 import os
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from absl import logging
 
-from drsan_jax import image_io, resize
-from drsan_jax.inference import NUM_TRANSFORMS, transform
+from drsan_jax import files
+from drsan_jax.data import image_io, resize
 
 DIV2K_HR = "DIV2K_train_HR"
 DIV2K_LR = "DIV2K_train_LR_bicubic"
 TFDS_PREFIX = "tfds:"
-
-# Purposes of the random streams. A host's crops and order are seeded by (seed, host, purpose,
-# counter); the scale of a multi-scale step by (seed, purpose, step), the same on every host.
-_CROPS, _ORDER, _SCALES = 0, 1, 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +158,7 @@ def _folder_sources(folder: Path, scale: int) -> list[_Source]:
     if (folder / DIV2K_HR).is_dir():
         return _div2k_sources(folder, scale)
     return [
-        _Source(str(p), f"{_file_key(p)}|x{scale}", _reader(p), None)
+        _Source(str(p), f"{files.file_key(p)}|x{scale}", _reader(p), None)
         for p in image_io.list_images(folder)
     ]
 
@@ -182,7 +170,8 @@ def _div2k_sources(root: Path, scale: int) -> list[_Source]:
     if not lr_folder.is_dir():
         logging.info("DIV2K at %s has no %s; making the x%d LR images with bicubic",
                      root, lr_folder.relative_to(root), scale)
-        return [_Source(str(p), f"{_file_key(p)}|x{scale}", _reader(p), None) for p in hr_paths]
+        return [_Source(str(p), f"{files.file_key(p)}|x{scale}", _reader(p), None)
+                for p in hr_paths]
     sources = []
     for p in hr_paths:
         lq_path = lr_folder / f"{p.stem}x{scale}{p.suffix}"
@@ -191,14 +180,9 @@ def _div2k_sources(root: Path, scale: int) -> list[_Source]:
                 f"DIV2K LR image {lq_path} is missing for {p}; complete {lr_folder} or remove it "
                 f"to make the LR images with bicubic"
             )
-        key = f"{_file_key(p)}|{_file_key(lq_path)}|x{scale}"
+        key = f"{files.file_key(p)}|{files.file_key(lq_path)}|x{scale}"
         sources.append(_Source(f"{p} + {lq_path.name}", key, _reader(p), _reader(lq_path)))
     return sources
-
-
-def _file_key(path: Path) -> str:
-    stat = path.stat()
-    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
 def _reader(path: Path) -> Callable[[], np.ndarray]:
@@ -208,14 +192,6 @@ def _reader(path: Path) -> Callable[[], np.ndarray]:
 def _cache_paths(cache: Path, key: str, scale: int) -> tuple[Path, Path]:
     digest = hashlib.sha1(key.encode()).hexdigest()[:24]
     return cache / f"{digest}.gt.npy", cache / f"{digest}.x{scale}.npy"
-
-
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    """Writes an .npy file under a temporary name first, so no reader sees half a file."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, np.ascontiguousarray(array))
-    os.replace(tmp, path)
 
 
 def _write_pair(
@@ -232,8 +208,10 @@ def _write_pair(
             f"training image {name}: HR {gt.shape[:2]} is smaller than LR {lq.shape[:2]} "
             f"times the scale {scale}"
         )
-    _save_atomic(paths[0], gt)
-    _save_atomic(paths[1], lq)
+    # Whole files only: a run stopped here, or another host, never finds half an entry.
+    for path, image in zip(paths, (gt, lq)):
+        array = np.ascontiguousarray(image)
+        files.atomic_write(path, lambda tmp: np.save(tmp, array))
 
 
 def _prepare_folder_sources(
@@ -307,190 +285,16 @@ def _prepare_tfds(
             lq = image_io.to_rgb_uint8(np.asarray(example["lr"]))
             _write_pair(key, gt, lq, scale, paths)
             entries.append([key, str(paths[0]), str(paths[1]), list(lq.shape[:2])])
-        _save_json_atomic(manifest, entries)
+        files.write_json(manifest, entries, indent=None)
     return [
         (key, key, (Path(gt), Path(lq)) if min(size) >= patch_size else None)
         for key, gt, lq, size in entries
     ]
 
 
-def _save_json_atomic(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(value))
-    os.replace(tmp, path)
-
-
-class PatchSampler:
-    """Random aligned LR/HR patch pairs; the batch of a step is a pure function of the step.
-
-    Images are visited in a fresh random order every epoch (each image once per epoch, as the
-    EDSR-family code does); each patch has a uniformly random position and one of the 8
-    flips/rotations, applied identically to LR and HR.
-    """
-
-    def __init__(
-        self, dataset: TrainingSet, batch_size: int, patch_size: int, seed: int,
-        process_index: int = 0,
-    ):
-        """Creates a sampler.
-
-        Args:
-          dataset: this host's training pairs.
-          batch_size: pairs per batch on this host.
-          patch_size: LR patch side; HR patches are `patch_size * dataset.scale`.
-          seed: `--config.seed`.
-          process_index: this host's index; hosts draw independent streams.
-        """
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.patch_size = patch_size
-        self.seed = seed
-        self.process_index = process_index
-
-    def _rng(self, purpose: int, counter: int) -> np.random.Generator:
-        return np.random.default_rng((self.seed, self.process_index, purpose, counter))
-
-    def batch(self, step: int) -> dict[str, np.ndarray]:
-        """The batch of training step `step` (0-based).
-
-        Returns:
-          {"lq": (B, p, p, 3) uint8, "gt": (B, p*s, p*s, 3) uint8}.
-        """
-        p, s, b = self.patch_size, self.dataset.scale, self.batch_size
-        num_images = len(self.dataset.pairs)
-        lq = np.empty((b, p, p, 3), np.uint8)
-        gt = np.empty((b, p * s, p * s, 3), np.uint8)
-        rng = self._rng(_CROPS, step)
-        orders: dict[int, np.ndarray] = {}
-        for i in range(b):
-            epoch, position = divmod(step * b + i, num_images)
-            if epoch not in orders:
-                orders[epoch] = self._rng(_ORDER, epoch).permutation(num_images)
-            pair = self.dataset.pairs[orders[epoch][position]]
-            h, w = pair.lq.shape[:2]
-            y, x = int(rng.integers(h - p + 1)), int(rng.integers(w - p + 1))
-            k = int(rng.integers(NUM_TRANSFORMS))
-            lq[i] = transform(pair.lq[y:y + p, x:x + p], k)
-            gt[i] = transform(pair.gt[y * s:(y + p) * s, x * s:(x + p) * s], k)
-        return {"lq": lq, "gt": gt}
-
-    def batches(self, start_step: int, workers: int = 2, prefetch: int = 8
-                ) -> Iterator[dict[str, np.ndarray]]:
-        """Yields the batches of steps start_step, start_step + 1, ..., prepared ahead.
-
-        Args:
-          start_step: the first step to yield (the step a run starts or resumes at).
-          workers: background threads that cut patches.
-          prefetch: batches prepared ahead of the one being consumed.
-
-        Yields:
-          The same batches as `batch(step)`, in step order.
-        """
-        return _prefetched(self.batch, start_step, workers, prefetch)
-
-    def state(self, next_step: int) -> dict[str, Any]:
-        """What a checkpoint stores to resume the stream: it restarts at `next_step`.
-
-        The random streams are seeded by (seed, host, purpose, step or epoch), so the seed and
-        the step determine every later batch; the rest identifies the data they index.
-        """
-        return {
-            "next_step": int(next_step),
-            "seed": int(self.seed),
-            "rng": "numpy default_rng((seed, host, 0, step)) crops, ((seed, host, 1, epoch)) order",
-            "batch_size_per_host": int(self.batch_size),
-            "patch_size": int(self.patch_size),
-            "scale": int(self.dataset.scale),
-            "num_images": len(self.dataset.pairs),
-            "fingerprint": self.dataset.fingerprint,
-        }
-
-    def check_resume(self, saved: dict[str, Any]) -> None:
-        """Warns when a checkpoint's sampler state does not describe this sampler.
-
-        Resuming still works (the stream restarts at the saved step), but the batches are no
-        longer those of an uninterrupted run.
-        """
-        current = self.state(saved.get("next_step", 0))
-        changed = sorted(k for k in current if k != "rng" and saved.get(k) != current[k])
-        if changed:
-            logging.warning(
-                "resuming with a different data stream than the checkpoint's (%s): batches "
-                "will differ from those of an uninterrupted run",
-                ", ".join(f"{k}: {saved.get(k)} -> {current[k]}" for k in changed))
-
-
-def _prefetched(batch: Callable[[int], dict[str, Any]], start_step: int, workers: int,
-                prefetch: int) -> Iterator[dict[str, Any]]:
-    """Yields batch(start_step), batch(start_step + 1), ..., computed ahead by threads."""
-    pool = concurrent.futures.ThreadPoolExecutor(
-        max(1, workers), thread_name_prefix="drsan-patches")
-    try:
-        ahead = max(1, prefetch)
-        pending = collections.deque(
-            pool.submit(batch, step) for step in range(start_step, start_step + ahead))
-        next_step = start_step + ahead
-        while True:
-            result = pending.popleft().result()
-            pending.append(pool.submit(batch, next_step))
-            next_step += 1
-            yield result
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-
-
-class MultiScaleSampler:
-    """Single-scale batches whose scale is drawn uniformly per step (MDSR, LESRCNN-S).
-
-    The scale of step t is a pure function of (seed, t), the same on every host, so a resumed
-    run draws the scales an uninterrupted one would; the batch itself is the step-t batch of
-    that scale's `PatchSampler`.
-    """
-
-    def __init__(self, samplers: dict[int, PatchSampler], seed: int):
-        """Creates a sampler.
-
-        Args:
-          samplers: scale -> the `PatchSampler` of that scale's training pairs.
-          seed: `--config.seed`.
-        """
-        self.samplers = dict(sorted(samplers.items()))
-        self.scales = tuple(self.samplers)
-        self.seed = seed
-
-    def scale_of(self, step: int) -> int:
-        """The scale of training step `step` (0-based)."""
-        rng = np.random.default_rng((self.seed, _SCALES, step))
-        return self.scales[int(rng.integers(len(self.scales)))]
-
-    def batch(self, step: int) -> dict[str, Any]:
-        """{"lq", "gt", "scale"}: the step's batch at its scale (see `PatchSampler.batch`)."""
-        scale = self.scale_of(step)
-        return {**self.samplers[scale].batch(step), "scale": scale}
-
-    def batches(self, start_step: int, workers: int = 2, prefetch: int = 8
-                ) -> Iterator[dict[str, Any]]:
-        """Yields `batch(step)` from `start_step` on, prepared ahead (see `PatchSampler`)."""
-        return _prefetched(self.batch, start_step, workers, prefetch)
-
-    def state(self, next_step: int) -> dict[str, Any]:
-        """What a checkpoint stores: each scale's sampler state (see `PatchSampler.state`)."""
-        return {"next_step": int(next_step), "seed": int(self.seed),
-                "scales": {str(s): sampler.state(next_step)
-                           for s, sampler in self.samplers.items()}}
-
-    def check_resume(self, saved: dict[str, Any]) -> None:
-        """Warns when a checkpoint's sampler states do not describe these samplers."""
-        saved_scales = saved.get("scales", {})
-        for scale, sampler in self.samplers.items():
-            sampler.check_resume(saved_scales.get(str(scale), {}))
-
-
 __all__ = [
     "DIV2K_HR",
-    "MultiScaleSampler",
     "DIV2K_LR",
-    "PatchSampler",
     "TrainingPair",
     "TrainingSet",
     "load_training_set",

@@ -1,0 +1,55 @@
+"""Tests for drsan_jax.files: whole files or none, and file versions."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from drsan_jax import files
+
+
+def test_atomic_write_replaces_the_file_through_a_hidden_temporary(tmp_path):
+    path = tmp_path / "sub" / "cache.npy"
+    seen = []
+
+    def write(tmp):
+        seen.append(tmp)
+        assert not path.exists()  # nothing at the destination until the write is done
+        np.save(tmp, np.arange(3))  # np.save keeps a name that ends in .npy
+
+    assert files.atomic_write(path, write) == path
+    (tmp,) = seen
+    assert tmp.parent == path.parent and tmp.name.startswith(".") and tmp.suffix == ".npy"
+    np.testing.assert_array_equal(np.load(path), np.arange(3))
+    assert os.listdir(path.parent) == ["cache.npy"]
+
+
+@pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt()])
+def test_a_failed_write_keeps_the_old_file_and_removes_the_temporary(tmp_path, error):
+    path = tmp_path / "results.json"
+    files.write_json(path, {"psnr": 30.0})
+
+    def write(tmp):
+        tmp.write_text('{"psn')
+        raise error
+
+    with pytest.raises(type(error)):
+        files.atomic_write(path, write)
+    assert json.loads(path.read_text()) == {"psnr": 30.0}
+    assert os.listdir(tmp_path) == ["results.json"]
+
+
+def test_write_json_is_indented_and_ends_in_a_newline(tmp_path):
+    text = files.write_json(tmp_path / "a.json", {"a": [1, 2]}).read_text()
+    assert text == '{\n  "a": [\n    1,\n    2\n  ]\n}\n'
+    assert files.write_json(tmp_path / "b.json", [1], indent=None).read_text() == "[1]\n"
+
+
+def test_file_key_changes_when_the_file_does(tmp_path):
+    path = tmp_path / "a.png"
+    path.write_bytes(b"one")
+    key = files.file_key(path)
+    assert str(path.resolve()) in key and key == files.file_key(tmp_path / "." / "a.png")
+    path.write_bytes(b"three")
+    assert files.file_key(path) != key
