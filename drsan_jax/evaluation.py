@@ -2,10 +2,11 @@
 
 The benchmark folder (`HR/<name>/`, `x<s>/<name>/`) and its image pairs are `data.benchmark`'s.
 Each image is super-resolved (by a model through `inference.Predictor`, or by MATLAB-bicubic
-upscaling, the first row of every table), clipped and rounded to 8 bits, and scored by
-`metrics.evaluate_pair` under one of the two protocols (`metrics.PROTOCOLS`), or under both from
-the one inference pass (protocol "both"): Y channel of BT.601, `scale` pixels removed from every
-border, HR cropped to the SR size. A dataset's score is the mean over its images.
+upscaling, the first row of every table), brought to 8 bits (`metrics.to_levels`), and scored by
+`metrics.evaluate_pair` under one protocol (`metrics.PROTOCOLS`: the project's "drsan" and
+"matlab", or an authors' own such as "lesrcnn"), or under the project's two from the one
+inference pass (protocol "both"): Y channel of BT.601, `scale` pixels removed from every border,
+HR cropped to the SR size. A dataset's score is the mean over its images.
 
 Grey ground truth: under "drsan" a model's RGB output is scored as it is (grey HR counts as three
 equal channels). Under "matlab", where grey images are scored on their grey levels, the RGB
@@ -51,7 +52,7 @@ from drsan_jax.models import config_of, model_name
 METHODS = ("model", "bicubic")
 # What `evaluate` accepts: one protocol, or "both" to score every SR image under each of them.
 BOTH = "both"
-PROTOCOL_CHOICES = (*metrics.PROTOCOLS, BOTH)
+PROTOCOL_CHOICES = (*metrics.PROTOCOLS, BOTH)  # "both": the project's two
 
 
 class EvaluationError(ValueError):
@@ -109,7 +110,7 @@ def evaluate(
     """
     if protocol not in PROTOCOL_CHOICES:
         raise EvaluationError(f"unknown protocol {protocol!r}; expected one of {PROTOCOL_CHOICES}")
-    protocols = metrics.PROTOCOLS if protocol == BOTH else (protocol,)
+    protocols = metrics.PROJECT_PROTOCOLS if protocol == BOTH else (protocol,)
     if method not in METHODS:
         raise EvaluationError(f"unknown method {method!r}; expected one of {METHODS}")
     if not isinstance(scale, (int, np.integer)) or scale < 2:
@@ -180,19 +181,20 @@ def _evaluate_dataset(
     if predictor is None:
         outputs = ((i, bicubic_upscale(lq, scale)) for i, (lq, _) in enumerate(loaded))
     else:
-        outputs = ((i, quantize(sr))
-                   for i, sr in predictor.predict_iter([lq for lq, _ in loaded]))
+        outputs = predictor.predict_iter([lq for lq, _ in loaded])  # float SR, quantized below
     scores = {p: {} for p in protocols}
     with tqdm(total=len(pairs), desc=f"{name} x{scale}", unit="image", file=sys.stderr,
               disable=not progress, leave=False) as bar:
         for i, sr in outputs:
             pair, gt = pairs[i], loaded[i][1]
             if save_images is not None:
-                write_image(Path(save_images) / f"x{scale}" / name / f"{pair.stem}.png", sr)
+                write_image(Path(save_images) / f"x{scale}" / name / f"{pair.stem}.png",
+                            sr if sr.dtype == np.uint8 else quantize(sr))
             for protocol in protocols:
+                levels = sr if sr.dtype == np.uint8 else metrics.to_levels(sr, protocol)
                 try:
-                    psnr, ssim = metrics.evaluate_pair(_as_scored(sr, gt, protocol), gt, scale,
-                                                       protocol)
+                    psnr, ssim = metrics.evaluate_pair(_as_scored(levels, gt, protocol), gt,
+                                                       scale, protocol)
                 except ValueError as e:
                     raise EvaluationError(f"cannot score {pair.gt_path}: {e}") from e
                 scores[protocol][pair.stem] = {"psnr": psnr, "ssim": ssim}

@@ -3,6 +3,7 @@
     load_model("32s-x2")                       # shipped with the package (drsan_jax.pretrained)
     load_model("runs/drsan32s_x2")             # a training workdir, checkpoints/ or a step folder
     load_model("weights/mdsr.npz", scale=3)    # a compact weights file (drsan_jax.compact)
+    load_model("lesrcnn_x2.pth")               # published PyTorch weights (drsan_jax.torch_import)
 
 Every entry point that takes `--ckpt` (eval.py, upscale, export, `--config.init_from`) and
 `drsan_jax.load` goes through `load_model`, so each accepts all of these. Resolution runs in one
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import jax
 
-from drsan_jax import checkpoints, compact
+from drsan_jax import checkpoints, compact, torch_import
 from drsan_jax.models import (
     InferenceModel,
     build_model_from_config,
@@ -25,11 +26,12 @@ from drsan_jax.models import (
 )
 
 ACCEPTED = ("a shipped model's name (python -m drsan_jax.pretrained list), a training workdir, "
-            "its checkpoints/ folder, a step folder, or a drsan-jax .npz weights file")
+            "its checkpoints/ folder, a step folder, a drsan-jax .npz weights file, or PyTorch "
+            "weights (.pth, .pt, .safetensors) of LESRCNN, EDSR or MDSR")
 
 
-def load_model(spec: str | os.PathLike, which: str = "latest", scale: int | None = None
-               ) -> InferenceModel:
+def load_model(spec: str | os.PathLike, which: str = "latest", scale: int | None = None,
+               model: str | None = None) -> InferenceModel:
     """Loads a model for inference from whatever names it.
 
     Args:
@@ -37,6 +39,8 @@ def load_model(spec: str | os.PathLike, which: str = "latest", scale: int | None
       which: for a training workdir, "latest" or "best" (see `checkpoints.find_step_dir`).
       scale: the scale to run at; needed only to pick a multi-scale model's branch (None: the
         scale the model was saved with). A single-scale model refuses another scale.
+      model: for a PyTorch weights file, the family or model name to read it as ("lesrcnn",
+        "edsr", "mdsr", ...); default: recognised from its keys. Ignored for the other sources.
 
     Returns:
       The model and its parameters, on the first local device.
@@ -54,6 +58,8 @@ def load_model(spec: str | os.PathLike, which: str = "latest", scale: int | None
     if path.is_dir():
         loaded = checkpoints.load(path, which)
     elif path.is_file():
+        if torch_import.is_weight_file(path):
+            return torch_import.import_weights(path, model, scale)
         if path.suffix != compact.SUFFIX:
             raise ValueError(f"{path}: not a model file drsan-jax reads; expected {ACCEPTED}")
         loaded = load_compact(path)
@@ -75,7 +81,7 @@ def check_source(spec: str | os.PathLike, which: str = "latest") -> None:
     if path.is_dir():
         checkpoints.find_step_dir(path, which)
     elif path.is_file():
-        if path.suffix != compact.SUFFIX:
+        if path.suffix != compact.SUFFIX and not torch_import.is_weight_file(path):
             raise ValueError(f"{path}: not a model file drsan-jax reads; expected {ACCEPTED}")
     elif not pretrained.is_model_name(str(spec)):
         raise FileNotFoundError(f"{spec}: no such file or folder; expected {ACCEPTED}")

@@ -1,14 +1,21 @@
-"""Y-channel PSNR and SSIM, and the two evaluation protocols behind SR benchmark tables.
+"""Y-channel PSNR and SSIM, and the evaluation protocols behind SR benchmark tables.
 
-Both protocols crop HR to the SR size, remove `scale` pixels from every border (BasicSR's
-`crop_border`) and score the luma Y of ITU-R BT.601 (MATLAB's `rgb2ycbcr`). They differ in two
-details that move Set14 by about 0.1 dB:
+Every protocol crops HR to the SR size, removes `scale` pixels from every border (BasicSR's
+`crop_border`) and scores the luma Y of ITU-R BT.601 (MATLAB's `rgb2ycbcr`). The project's two
+protocols differ in two details that move Set14 by about 0.1 dB:
 
 - "drsan": Y kept in float; one-channel images are expanded to three equal channels first,
   as the project notes (DRSAN.md, evaluation protocol) state it.
 - "matlab": Y rounded to 8-bit levels, as `rgb2ycbcr` returns it for uint8 images; one-channel
   images are scored on their grey values as they are, as the common MATLAB evaluation scripts
   do. The bicubic rows published in SR papers sit within 0.02 dB of this protocol.
+
+Both round the network's output to 8-bit levels (`to_levels`). A third protocol reproduces one
+authors' own scoring, for comparing with their published numbers:
+
+- "lesrcnn": the LESRCNN test script (`tcw_sample.py`): the output is *truncated* to 8 bits
+  (PyTorch's `.byte()`), Y is rounded to integer levels, grey images are scored as three equal
+  channels. It costs a model a few hundredths of a dB against "drsan".
 
 SSIM is Wang et al. 2004 as in their reference `ssim_index.m`: 11x11 Gaussian window with
 sigma 1.5, K1 = 0.01, K2 = 0.03, L = 255, 'valid' filtering, mean of the map, no downsampling.
@@ -20,7 +27,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-PROTOCOLS = ("drsan", "matlab")
+PROTOCOLS = ("drsan", "matlab", "lesrcnn")
+# The project's own protocols (what `eval.py --protocol both` scores).
+PROJECT_PROTOCOLS = ("drsan", "matlab")
 
 # ITU-R BT.601 luma for R, G, B in [0, 1], on the [16, 235] scale (MATLAB's rgb2ycbcr).
 _Y_WEIGHTS = (65.481, 128.553, 24.966)
@@ -98,6 +107,20 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(numerator / denominator))
 
 
+def to_levels(sr: np.ndarray, protocol: str = "drsan") -> np.ndarray:
+    """A network's float output in [0, 1] as the uint8 image a protocol scores.
+
+    Rounded half up ("drsan", "matlab": `image_io.quantize`), or truncated after scaling and
+    clamping ("lesrcnn": `sr.mul(255).clamp(0, 255).byte()` in the authors' code).
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown evaluation protocol {protocol!r}; choose one of {PROTOCOLS}")
+    levels = np.clip(np.asarray(sr, np.float32) * np.float32(255.0), 0.0, 255.0)
+    if protocol != "lesrcnn":
+        levels = np.floor(levels + np.float32(0.5))
+    return levels.astype(np.uint8)
+
+
 def evaluate_pair(
     sr: np.ndarray, hr: np.ndarray, scale: int, protocol: str = "drsan"
 ) -> tuple[float, float]:
@@ -108,7 +131,7 @@ def evaluate_pair(
       hr: ground truth, uint8, at least as large as `sr` and at most `scale - 1` pixels larger
         in each dimension (HR sizes are not always a multiple of the scale); cropped to `sr`.
       scale: the super-resolution factor; also the number of pixels removed from every border.
-      protocol: "drsan" or "matlab" (see the module docstring).
+      protocol: "drsan", "matlab" or "lesrcnn" (see the module docstring).
 
     Returns:
       (PSNR in dB, SSIM) on the luma channel.
@@ -138,11 +161,11 @@ def evaluate_pair(
 def _luma(image: np.ndarray, protocol: str) -> np.ndarray:
     """The channel a protocol scores: Y of RGB images; grey images per the protocol."""
     if image.ndim == 3 and image.shape[2] == 3:
-        return rgb_to_y(image, round_to_uint8=protocol == "matlab")
+        return rgb_to_y(image, round_to_uint8=protocol in ("matlab", "lesrcnn"))
     grey = image.reshape(image.shape[:2])
     if protocol == "matlab":
         return grey.astype(np.float64)
-    return rgb_to_y(np.stack([grey] * 3, axis=2), round_to_uint8=False)
+    return rgb_to_y(np.stack([grey] * 3, axis=2), round_to_uint8=protocol == "lesrcnn")
 
 
 def _same_shape_float(a, b, what: str) -> tuple[np.ndarray, np.ndarray]:

@@ -46,6 +46,7 @@ from drsan_jax import checkpoints, data, evaluation, loading, parallel
 from drsan_jax.models import (
     DTYPES,
     build_model_from_config,
+    get_family,
     count_params,
     init_params,
     model_name,
@@ -80,6 +81,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                 value = value[part]
             raise ValueError(f"--config.{flag}={value!r}: expected {expected}")
 
+    try:
+        family = get_family(config.model.family)
+    except ValueError as e:
+        raise ValueError(f"--config.model.family={config.model.family!r}: {e}") from None
+    require(config.scale in family.scales, "scale", f"one of {family.scales}")
     for name in ("patch_size", "batch_size", "num_train_steps", "lr_decay_steps",
                  "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
                  "data_workers", "prefetch_batches"):
@@ -96,8 +102,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         cfg = model_config(config)
         build_model_from_config(cfg)
     except ValueError as e:
-        flag = "scale" if str(e).startswith("scale ") else "model.*"
-        raise ValueError(f"--config.{flag}: {e}") from None
+        raise ValueError(f"--config.model.*: {e}") from None
     if config.init_from:
         try:
             loading.check_source(config.init_from)

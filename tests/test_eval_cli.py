@@ -154,7 +154,7 @@ def test_errors_name_the_flag_or_what_was_found(run, benchmark_dir, args, match)
 
 
 def test_missing_checkpoint_and_data_dir(run, benchmark_dir, tmp_path):
-    with pytest.raises(SystemExit, match=f"{tmp_path / 'nothing'} does not exist"):
+    with pytest.raises(SystemExit, match=f"{tmp_path / 'nothing'}: no such file or folder"):
         run(f"--ckpt={tmp_path / 'nothing'}", f"--data_dir={benchmark_dir}")
     with pytest.raises(SystemExit, match="--data_dir .* is not a folder"):
         run("--method=bicubic", "--scale=2", f"--data_dir={tmp_path / 'nothing'}")

@@ -168,7 +168,8 @@ def test_tiny_run_logs_validates_and_checkpoints(reference_run):
     header = lines[:4]
     assert header[0].startswith("devices: 1 device(s)")
     assert header[1].startswith("global batch 4")
-    assert header[2].startswith("model DRSAN-c8 N1 K2 x2:") and "parameters" in header[2]
+    assert header[2].startswith("model drsan (features=8 num_blocks=1 num_groups=2) x2:")
+    assert "6,357 parameters" in header[2] and header[2].endswith("L1 loss")
     assert header[3].startswith(f"checkpoints: {workdir / 'checkpoints'}")
     assert any(line.startswith(f"initialised 34 parameter arrays from {reference_run['start']}")
                for line in lines)
