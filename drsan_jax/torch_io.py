@@ -21,10 +21,11 @@ Safety: a pickle can name any importable callable and have the unpickler call it
 one with `pickle.load` runs whatever the file's author chose. Pickles here are read by
 `_RestrictedUnpickler`, whose `find_class` resolves only the names in `_ALLOWED_GLOBALS` --
 plain containers, torch's tensor/parameter rebuild functions and its storage and dtype names,
-the torch ones all mapped to inert stand-ins defined in this module -- and refuses anything
-else with a `WeightFileError` before it can be called. A tensor is first unpickled as a
-reference (storage, offset, shape, strides) and becomes an array only after every storage is
-read, once it is checked to lie entirely inside its storage.
+the torch ones mapped to inert stand-ins defined in this module, all of them immutable (see
+`_Frozen`) -- and refuses anything else with a `WeightFileError` before it can be called. A
+tensor is first unpickled as a reference (storage, offset, shape, strides) and becomes an
+array only after every storage is read, once it is checked to lie entirely inside its
+storage.
 
 Every array returned owns its memory (none is a view into a file buffer). dtypes are kept as
 saved: float16 stays float16 and bfloat16 comes back as `ml_dtypes.bfloat16` (the NumPy
@@ -44,10 +45,10 @@ import json
 import math
 import os
 import pickle
+import pickletools
 import struct
 import sys
 import zipfile
-from dataclasses import dataclass
 from typing import IO, Any
 
 import ml_dtypes
@@ -73,6 +74,9 @@ WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model")
 # The safetensors reference implementation refuses headers above 100 MB; so do we, so that a
 # corrupt length cannot make us allocate gigabytes for JSON.
 _MAX_SAFETENSORS_HEADER = 100_000_000
+
+# The most elements a tensor with overlapping elements (an expanded view) is copied into.
+_MAX_EXPANDED_ELEMENTS = 2**26
 
 _BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 
@@ -144,52 +148,92 @@ def _error(path: Any, message: str) -> WeightFileError:
 
 
 # --- Inert stand-ins for the torch objects a checkpoint pickle may name -------------------
-# Frozen and slotted, so that a pickle's BUILD opcode cannot rewrite them after creation.
 
 
-@dataclass(frozen=True, slots=True)
-class _DtypeName:
-    """What `torch.float32` and friends unpickle to."""
+class _Frozen:
+    """Base of every object the unpickler hands out or builds: immutable, fields in __slots__.
 
-    name: str
-    dtype: np.dtype
+    A pickle's BUILD opcode updates whatever object is on its stack: it calls `__setstate__`,
+    or else sets attributes. Were the allow-list's objects plain functions or dataclasses
+    (frozen, slotted dataclasses get a `__setstate__` that bypasses `frozen`), one file could
+    rewrite them -- a function's `__defaults__`, a storage type's dtype -- for every later
+    load in the process. Here both ways raise.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, *values: Any) -> None:
+        for name, value in zip(self.__slots__, values, strict=True):
+            object.__setattr__(self, name, value)
+
+    def _fields(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._fields() == self._fields()
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._fields()))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}{self._fields()!r}"
+
+    def _refuse(self) -> _Malformed:
+        what = getattr(self, "name", type(self).__name__.lstrip("_"))
+        return _Malformed(f"the pickle tries to modify {what} (BUILD on an immutable object)")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise self._refuse()
+
+    def __delattr__(self, name: str) -> None:
+        raise self._refuse()
+
+    def __setstate__(self, state: Any) -> None:
+        raise self._refuse()
 
 
-@dataclass(frozen=True, slots=True)
-class _StorageType:
-    """What `torch.FloatStorage` and friends (and `UntypedStorage`: bytes) unpickle to."""
+class _Allowed(_Frozen):
+    """An allow-listed callable (OrderedDict, a tensor rebuild function, ...), wrapped so that
+    the pickle cannot modify it (see `_Frozen`)."""
 
-    name: str
-    dtype: np.dtype
+    __slots__ = ("name", "func")
+
+    def __call__(self, *args: Any) -> Any:
+        return self.func(*args)
 
 
-@dataclass(frozen=True, slots=True)
-class _StorageRef:
+class _DtypeName(_Frozen):
+    """What `torch.float32` and friends unpickle to: (name, NumPy dtype)."""
+
+    __slots__ = ("name", "dtype")
+
+
+class _StorageType(_Frozen):
+    """What `torch.FloatStorage` and friends (and `UntypedStorage`: bytes) unpickle to:
+    (name, NumPy dtype of an element)."""
+
+    __slots__ = ("name", "dtype")
+
+
+class _StorageRef(_Frozen):
     """A storage named by a persistent id; its bytes are read after the pickle.
 
-    Attributes:
+    Fields:
       key: the root storage's key (its zip record name, or its legacy key).
       dtype: the element type the storage was saved with.
       offset: in elements of `dtype`, where this (legacy view) storage starts in its root.
       numel: its length in elements of `dtype`.
     """
 
-    key: str
-    dtype: np.dtype
-    offset: int
-    numel: int
+    __slots__ = ("key", "dtype", "offset", "numel")
 
 
-@dataclass(frozen=True, slots=True)
-class _TensorRef:
-    """A tensor as `torch._utils._rebuild_tensor*` describes it; offsets and strides are in
-    elements of `dtype`, which differs from the storage's only for byte (untyped) storages."""
+class _TensorRef(_Frozen):
+    """A tensor as `torch._utils._rebuild_tensor*` describes it: (storage, offset, shape,
+    strides, dtype). Offset and strides count elements of `dtype`, which differs from the
+    storage's only over byte (untyped) storages; they are checked when materialised."""
 
-    storage: _StorageRef
-    offset: Any
-    shape: Any
-    strides: Any
-    dtype: np.dtype
+    __slots__ = ("storage", "offset", "shape", "strides", "dtype")
 
 
 def _as_tuple(value: Any, what: str) -> tuple:
@@ -250,7 +294,7 @@ def _latin1_encode(text: Any, encoding: str = "utf-8", errors: str = "strict") -
     return text.encode("latin-1")
 
 
-_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+_ALLOWED_CALLABLES: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
@@ -264,9 +308,14 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+}
+_ALLOWED_GLOBALS: dict[tuple[str, str], _Frozen] = {
+    (module, name): _Allowed(f"{module}.{name}", func)
+    for (module, name), func in _ALLOWED_CALLABLES.items()}
+_ALLOWED_GLOBALS.update({
     ("torch", "UntypedStorage"): _StorageType("UntypedStorage", np.dtype(np.uint8)),
     ("torch.storage", "UntypedStorage"): _StorageType("UntypedStorage", np.dtype(np.uint8)),
-}
+})
 _ALLOWED_GLOBALS.update({("torch", name): _StorageType(name, _TORCH_DTYPES[dtype])
                          for name, dtype in _STORAGE_DTYPES.items()})
 _ALLOWED_GLOBALS.update({("torch", name): _DtypeName(name, dtype)
@@ -351,9 +400,42 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise _Malformed(f"malformed storage persistent id {_short_repr(pid)}")
 
 
+_MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+# Protocol 5's out-of-band buffers: torch never writes them, and CPython's unpickler handles
+# crafted ones untidily.
+_REFUSED_OPCODES = frozenset({"BYTEARRAY8", "NEXT_BUFFER", "READONLY_BUFFER"})
+
+
+def _prescan(file: IO[bytes], path: Any, what: str) -> None:
+    """Walks one pickle's opcodes without running them, then rewinds `file`.
+
+    CPython's unpickler grows its memo table to the largest index a PUT names and zeroes the
+    new slots, so a 5-byte LONG_BINPUT with index 2**30 would make it touch gigabytes. Python's
+    pickler numbers memo entries 0, 1, 2, ..., so an index can never exceed the number of
+    opcodes before it; larger ones are refused here.
+    """
+    start = file.tell()
+    try:
+        for count, (opcode, arg, _) in enumerate(pickletools.genops(file)):
+            if opcode.name in _MEMO_PUTS and not (type(arg) is int and 0 <= arg <= count):
+                raise _error(path, f"the {what} is malformed (memo index {_short_repr(arg)} "
+                             f"at opcode {count})")
+            if opcode.name in _REFUSED_OPCODES:
+                raise _error(path, f"the {what} uses unsupported opcode {opcode.name}")
+    except WeightFileError:
+        raise
+    except Exception as e:  # pickletools' ValueErrors: bad opcode, argument, or early end
+        message = str(e)
+        if "remain" in message or "exhausted" in message:
+            raise _error(path, f"the file is truncated: it ends inside the {what}") from None
+        raise _error(path, f"the {what} is malformed ({type(e).__name__}: {e})") from None
+    file.seek(start)
+
+
 def _unpickle(file: IO[bytes], path: Any, storages: _StorageTable | None = None,
               legacy: bool = True, what: str = "pickle") -> Any:
     """Reads one pickle from `file` with `_RestrictedUnpickler`, wrapping every failure."""
+    _prescan(file, path, what)
     try:
         return _RestrictedUnpickler(file, path, storages, legacy).load()
     except (WeightFileError, _Malformed):
@@ -415,6 +497,13 @@ def _tensor_array(ref: _TensorRef, buffers: dict[str, bytes], byteorder: str) ->
     if last >= numel:
         raise _Malformed(f"a tensor of size {shape}, stride {strides} at offset {offset} "
                          f"reaches past the end of storage {storage.key!r} ({numel} elements)")
+    # Only a tensor whose elements overlap (an expand(), stride 0) can hold more elements than
+    # its storage, which the file bounds; cap those, as the copy could exhaust memory.
+    size = math.prod(shape)
+    if size > max(numel, _MAX_EXPANDED_ELEMENTS):
+        raise _Malformed(f"a tensor of size {shape}, stride {strides} repeats the "
+                         f"{numel} elements of storage {storage.key!r} into {size}; more than "
+                         f"{_MAX_EXPANDED_ELEMENTS} are refused")
     flat = np.frombuffer(buffer, ref.dtype, count=numel, offset=start)
     view = np.lib.stride_tricks.as_strided(
         flat[offset:], shape, tuple(s * itemsize for s in strides), writeable=False)
@@ -440,6 +529,8 @@ def _materialise(obj: Any, buffers: dict[str, bytes], byteorder: str) -> Any:
             result = value.dtype
         elif isinstance(value, _StorageType):
             result = f"torch.{value.name}"
+        elif isinstance(value, _Allowed):  # a bare reference to, say, OrderedDict
+            result = value.name
         elif isinstance(value, dict):
             result = done[id(value)] = {}
             for key, item in value.items():
@@ -466,11 +557,11 @@ def _materialise(obj: Any, buffers: dict[str, bytes], byteorder: str) -> Any:
 # --- The three containers -----------------------------------------------------------------
 
 
-def _read_zip(file: IO[bytes], path: Any) -> Any:
+def _read_zip(file: IO[bytes], path: Any, archive_size: int) -> Any:
     """Reads a torch >= 1.6 zip archive."""
     try:
         archive = zipfile.ZipFile(file)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+    except Exception as e:  # BadZipFile, EOFError, NotImplementedError ("zip file version")...
         raise _error(path, f"the zip archive is truncated or corrupt ({e})") from None
     with archive:
         names = archive.namelist()
@@ -483,9 +574,18 @@ def _read_zip(file: IO[bytes], path: Any) -> Any:
 
         def read_record(name: str) -> bytes:
             try:
-                return archive.read(name)
+                info = archive.getinfo(name)
             except KeyError:
                 raise _error(path, f"the zip archive has no record {name}") from None
+            # Sizes come from the (untrusted) central directory: refuse ones no real record
+            # can have before zipfile allocates or inflates that much. Deflate expands at most
+            # ~1032:1; torch itself stores records uncompressed.
+            if info.compress_size > archive_size or info.file_size > (
+                    info.compress_size if info.compress_type == zipfile.ZIP_STORED
+                    else 1032 * info.compress_size + 1024):
+                raise _error(path, f"record {name} is corrupt (its sizes are impossible)")
+            try:
+                return archive.read(info)
             except Exception as e:  # BadZipFile (bad CRC, bad header), EOFError, zlib.error
                 raise _error(path, f"record {name} is truncated or corrupt ({e})") from None
 
@@ -518,8 +618,11 @@ def _read_zip(file: IO[bytes], path: Any) -> Any:
         raise _error(path, str(e)) from None
 
 
-def _read_legacy(file: IO[bytes], path: Any, file_size: int) -> Any:
+def _read_legacy(whole: IO[bytes], path: Any, file_size: int) -> Any:
     """Reads a torch <= 1.5 (`_use_new_zipfile_serialization=False`) file."""
+    # From memory: a crafted length in a pickle opcode makes a real file's read(n) allocate n
+    # bytes up front, while BytesIO returns only what is there.
+    file = io.BytesIO(whole.read())
     magic = _unpickle(file, path, what="first pickle")
     if type(magic) is not int or magic != LEGACY_MAGIC:
         raise _error(path, "a pickle, but not a PyTorch file (no PyTorch magic number)")
@@ -553,8 +656,6 @@ def _read_legacy(file: IO[bytes], path: Any, file_size: int) -> Any:
             raise _error(path, f"the file is truncated: storage {key!r} needs {nbytes} bytes, "
                          f"{file_size - file.tell()} remain")
         buffers[key] = file.read(nbytes)
-        if len(buffers[key]) != nbytes:  # the file shrank while we read it
-            raise _error(path, f"the file is truncated inside storage {key!r}")
     try:
         return _materialise(obj, buffers, "little")
     except _Malformed as e:
@@ -645,7 +746,7 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
             head = file.read(16)
             file.seek(0)
             if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-                return _read_zip(file, path)
+                return _read_zip(file, path, file_size)
             # A safetensors header length can start with byte 0x80 like a pickle; the JSON
             # brace at byte 8 and a length that fits the file tell it apart.
             looks_safetensors = len(head) >= 9 and head[8:9] == b"{"
