@@ -2,6 +2,7 @@
 
     import drsan_jax
     model = drsan_jax.load("runs/32s_x2")     # a training workdir, a step folder, or "32s-x2"
+                                               # (or "model.onnx": ONNX Runtime, no JAX)
     sr = model.upscale(image)                  # same dtype and channels as `image`, scale x larger
     baseline = model.bicubic(image)            # MATLAB bicubic, the baseline of SR tables
     info = model.inspect(image, blocks=[(0, 1)])
@@ -27,33 +28,31 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from drsan_jax import tiling
+from drsan_jax import image_modes, onnx_runtime, tiling
 from drsan_jax.checkpoints import InferenceModel, load_for_inference
 from drsan_jax.inference import Predictor, bucket_shape
 from drsan_jax.resize import imresize
 
-# Tiles for images that do not fit in memory whole, in LR pixels. Each tile's DRMs average over
-# the tile instead of the image; benchmarks/tiling_agreement.py measures what that costs. With a
-# DRSAN-32s x2 at 128-pixel tiles it moved Set5/Set14/B100 PSNR by 0.002 dB on average and
-# 0.015 dB on the worst image, and it shrinks as tiles grow. 512 keeps a tile's scratch near
-# 1 GiB (32s at x4) and is one of the predictor's bucket sides, so no tile is padded.
-DEFAULT_TILE = 512
-# A quarter of it (8 LR pixels) is dropped at each interior tile edge, where the zero padding
-# of the tile's convolutions differs from the image's pixels; the rest is cross-faded.
-DEFAULT_OVERLAP = 32
+# The tile defaults live with the tiling (backends without JAX share them); named here too.
+DEFAULT_TILE = tiling.DEFAULT_TILE
+DEFAULT_OVERLAP = tiling.DEFAULT_OVERLAP
 
 
-def load(checkpoint: str | os.PathLike, which: str = "latest") -> Upscaler:
+def load(checkpoint: str | os.PathLike, which: str = "latest") -> Upscaler | onnx_runtime.OnnxUpscaler:
     """Loads a trained DRSAN for upscaling and inspection.
 
     Args:
       checkpoint: a training workdir, its `checkpoints/` folder, one step folder, or the name of
-        a shipped model (e.g. "32s-x2"); anything `checkpoints.load_for_inference` accepts.
+        a shipped model (e.g. "32s-x2"); anything `checkpoints.load_for_inference` accepts. Or
+        an exported `.onnx` file (`python -m drsan_jax.export`), which runs on ONNX Runtime.
       which: for a workdir, "latest" or "best" (the highest validation PSNR).
 
     Returns:
-      The model, ready to use.
+      The model, ready to use: an `Upscaler`, or an `onnx_runtime.OnnxUpscaler` for a `.onnx`
+      file (the same `upscale`, `bicubic`, `resolve_tile` and `tile_count`; no `inspect`).
     """
+    if onnx_runtime.is_onnx_file(checkpoint):
+        return onnx_runtime.OnnxUpscaler(checkpoint)
     return Upscaler(load_for_inference(checkpoint, which))
 
 
@@ -135,24 +134,14 @@ class Upscaler:
         Returns:
           (H * scale, W * scale[, C]) array with the input's dtype and channels.
         """
-        image = _check_image(image)
-        height, width = image.shape[:2]
-        tile = self.resolve_tile(height, width, tile, overlap, self_ensemble)
-        lq = _model_input(image)  # (H, W, 3)
-        sr = np.empty((height * self.scale, width * self.scale, 3), image.dtype)
-        tiling.upscale_tiled(self._predictors[self_ensemble], lq, self.scale, sr, tile,
-                             overlap, on_tile)
-        if image.ndim == 2 or image.shape[2] == 1:
-            grey = np.rint(sr.mean(axis=2, dtype=np.float32)).astype(image.dtype)
-            return grey if image.ndim == 2 else grey[..., None]
-        if image.shape[2] == 4:
-            alpha = imresize(image[..., 3], self.scale)
-            return np.concatenate([sr, alpha[..., None]], axis=2)
-        return sr
+        image = image_modes.check_image(image)
+        tile = self.resolve_tile(*image.shape[:2], tile, overlap, self_ensemble)
+        return image_modes.upscale_image(self._predictors[self_ensemble], image, self.scale,
+                                         tile, overlap, on_tile)
 
     def bicubic(self, image: np.ndarray) -> np.ndarray:
         """The bicubic baseline: MATLAB's imresize by `scale`, same dtype and channels."""
-        return imresize(_check_image(image), self.scale)
+        return imresize(image_modes.check_image(image), self.scale)
 
     def resolve_tile(self, height: int, width: int, tile: int | str | None = "auto",
                      overlap: int = DEFAULT_OVERLAP, self_ensemble: bool = False) -> int | None:
@@ -162,17 +151,12 @@ class Upscaler:
           ValueError: a tile that is not "auto", None or a positive int, or an overlap that
             is not below half the tile.
         """
-        if tile == "auto":
+        def fits_whole() -> bool:
             whole = tiling.inference_bytes(self.inference_model.model, height, width,
                                            self_ensemble)
-            return None if whole <= tiling.memory_budget() else DEFAULT_TILE
-        if tile is None:
-            return None
-        if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
-            raise ValueError(f"tile must be 'auto', None or a positive number of LR pixels, "
-                             f"got {tile!r}")
-        tiling.tile_starts(tile, tile, overlap)  # validates the overlap
-        return tile
+            return whole <= tiling.memory_budget()
+
+        return tiling.choose_tile(tile, overlap, fits_whole)
 
     def tile_count(self, height: int, width: int, tile: int | str | None = "auto",
                    overlap: int = DEFAULT_OVERLAP, self_ensemble: bool = False) -> int:
@@ -194,7 +178,7 @@ class Upscaler:
         Returns:
           The `Inspection`.
         """
-        image = _check_image(image)
+        image = image_modes.check_image(image)
         model = self.inference_model.model
         if blocks is None:
             blocks = [(k, n) for k in range(model.num_groups)
@@ -209,7 +193,7 @@ class Upscaler:
         height, width = image.shape[:2]
         padded_h, padded_w = bucket_shape(height, width)
         lq = np.zeros((1, padded_h, padded_w, 3), np.float32)
-        lq[0, :height, :width] = _model_input(image)
+        lq[0, :height, :width] = image_modes.rgb_input(image)
         mask = np.zeros((1, padded_h, padded_w, 1), np.float32)
         mask[0, :height, :width] = 1.0
         sr, r, maps = _inspect(model, self.inference_model.params, lq, mask, blocks)
@@ -238,23 +222,6 @@ def _inspect(model: nn.Module, params: Any, lq: jax.Array, mask: jax.Array,
     maps = {f"{k}/{n}": state["attention"][f"DRAG_{k}"][f"rsa_block_{n}"][0][0]
             for k, n in blocks}  # each (H_padded, W_padded, c)
     return sr[0], r, maps
-
-
-def _model_input(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) float32 RGB in [0, 1] at the image's full bit depth; grey repeated, alpha cut."""
-    colour = image[..., None] if image.ndim == 2 else image
-    colour = np.repeat(colour, 3, axis=2) if colour.shape[2] == 1 else colour[..., :3]
-    return colour.astype(np.float32) / np.float32(np.iinfo(image.dtype).max)
-
-
-def _check_image(image: Any) -> np.ndarray:
-    """The image as an array, or a ValueError saying what an image must be."""
-    image = np.asarray(image)
-    layout_ok = image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))
-    if image.dtype not in (np.uint8, np.uint16) or not layout_ok:
-        raise ValueError(f"expected an HxW or HxWxC image (C in 1, 3, 4) of uint8 or uint16, "
-                         f"got shape {image.shape} and dtype {image.dtype}")
-    return image
 
 
 __all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE", "Inspection", "Upscaler", "load"]

@@ -24,9 +24,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import jax
-import jax.numpy as jnp
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import jax
 
 # The output length is ceil(scale * length); float rounding can push an exact product just past
 # an integer (1.1 * 50 == 55.00000000000001), which would add a pixel nobody asked for.
@@ -196,6 +199,10 @@ def imresize_jax(
       Integer images are rounded and clipped like `imresize`; a pixel within float32 rounding of
       a .5 tie may land one level away from the NumPy result.
     """
+    # Imported here: `imresize` and the rest of this file serve the ONNX path without JAX.
+    import jax
+    import jax.numpy as jnp
+
     _check_image(image)
     rows, cols = resize_matrices(image.shape, scale, output_shape)
     dtype = image.dtype if jnp.issubdtype(image.dtype, jnp.floating) else jnp.result_type(float)
