@@ -271,7 +271,9 @@ def export(
     output = check_request(fmt, output, layout, precision, opset)
     check_dependencies(fmt)
     opset = DEFAULT_OPSET if opset is None else opset
-    fn, model = inference_fn(inference_model, layout, precision)
+    # TFLite's float16 is a storage type its converter applies to a float32 graph (a float16
+    # graph fails its legalisation of the convolutions' padding).
+    fn, model = inference_fn(inference_model, layout, "fp32" if fmt == "tflite" else precision)
     name = model_card.model_name(inference_model)
     if fmt == "onnx":
         metadata = {
