@@ -38,7 +38,8 @@ DEFAULT_TILE = tiling.DEFAULT_TILE
 DEFAULT_OVERLAP = tiling.DEFAULT_OVERLAP
 
 
-def load(checkpoint: str | os.PathLike, which: str = "latest") -> Upscaler | onnx_runtime.OnnxUpscaler:
+def load(checkpoint: str | os.PathLike, which: str = "latest"
+         ) -> Upscaler | onnx_runtime.OnnxUpscaler:
     """Loads a trained DRSAN for upscaling and inspection.
 
     Args:

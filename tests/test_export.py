@@ -16,7 +16,14 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from export_fixtures import MODELS, assert_matches_jax, from_layout, jax_reference, lq_batches, to_layout
+from export_fixtures import (
+    MODELS,
+    assert_matches_jax,
+    from_layout,
+    jax_reference,
+    lq_batches,
+    to_layout,
+)
 
 import drsan_jax
 from drsan_jax import api, export, model_card, onnx_runtime, upscale
@@ -248,7 +255,8 @@ def without_jax2onnx(tmp_path_factory):
     (["--format", "onnx", "--precision", "int8"], "--precision 'int8'"),
     (["--format", "onnx", "--scale", "3", "--ckpt", "32s-x2"], "is a x2 model, but --scale is 3"),
     (["--format", "onnx", "--scale", "5"], "--scale 5: no shipped model"),
-    (["--format", "onnx", "missing-dependency"], 'needs the jax2onnx package: pip install -e ".[onnx]"'),
+    (["--format", "onnx", "missing-dependency"],
+     'needs the jax2onnx package: pip install -e ".[onnx]"'),
 ], ids=["format", "ckpt", "folder", "opset", "opset-format", "layout", "precision", "scale",
         "no-model", "dependency"])
 def test_bad_requests_are_one_line_with_status_2(args, message, tmp_path, without_jax2onnx):

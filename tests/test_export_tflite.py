@@ -10,7 +10,14 @@ import os
 
 import numpy as np
 import pytest
-from export_fixtures import MODELS, assert_matches_jax, from_layout, jax_reference, lq_batches, to_layout
+from export_fixtures import (
+    MODELS,
+    assert_matches_jax,
+    from_layout,
+    jax_reference,
+    lq_batches,
+    to_layout,
+)
 
 from drsan_jax import export, model_card
 from drsan_jax.checkpoints import load_for_inference
@@ -18,7 +25,8 @@ from drsan_jax.checkpoints import load_for_inference
 
 def _require(module: str):
     try:
-        return pytest.importorskip(module, reason='the TFLite tests need pip install -e ".[tflite]"')
+        return pytest.importorskip(module,
+                                   reason='the TFLite tests need pip install -e ".[tflite]"')
     except pytest.skip.Exception:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(f'{module} is missing under CI: install the [tflite] extra first')
