@@ -12,28 +12,39 @@ and a trained one, with no JAX needed (`drsan_jax.api`):
     upscaler = drsan_jax.load("runs/drsan32s_x2")  # a workdir or a checkpoint step folder
     sr = upscaler.upscale(image_uint8)
     info = upscaler.inspect(image_uint8)           # DRA coefficients, RSA maps
+
+The re-exports are resolved on first use (PEP 562), so that importing a submodule that does not
+need JAX, such as `drsan_jax.onnx_runtime` (exported models on ONNX Runtime), does not import it.
 """
 
-from drsan_jax.api import Inspection, Upscaler, load
-from drsan_jax.models import (
-    DRSAN,
-    SCALES,
-    VARIANTS,
-    build_model,
-    count_params,
-    init_params,
-)
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DRSAN",
-    "Inspection",
-    "SCALES",
-    "Upscaler",
-    "VARIANTS",
-    "build_model",
-    "count_params",
-    "init_params",
-    "load",
-]
+# Public name -> the submodule that defines it.
+_EXPORTS = {
+    "Inspection": "drsan_jax.api",
+    "Upscaler": "drsan_jax.api",
+    "load": "drsan_jax.api",
+    "DRSAN": "drsan_jax.models",
+    "SCALES": "drsan_jax.models",
+    "VARIANTS": "drsan_jax.models",
+    "build_model": "drsan_jax.models",
+    "count_params": "drsan_jax.models",
+    "init_params": "drsan_jax.models",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'drsan_jax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+__all__ = sorted(_EXPORTS)

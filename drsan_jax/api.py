@@ -2,6 +2,7 @@
 
     import drsan_jax
     model = drsan_jax.load("runs/32s_x2")     # a training workdir, a step folder, or "32s-x2"
+                                               # (or "model.onnx": ONNX Runtime, no JAX)
     sr = model.upscale(image)                  # same dtype and channels as `image`, scale x larger
     baseline = model.bicubic(image)            # MATLAB bicubic, the baseline of SR tables
     info = model.inspect(image, blocks=[(0, 1)])
@@ -28,39 +29,41 @@ from flax import traverse_util
 import jax
 import numpy as np
 
-from drsan_jax import tiling
+from drsan_jax import image_modes, onnx_runtime, tiling
 from drsan_jax.data.image_io import quantize, to_model_input
 from drsan_jax.data.resize import imresize
 from drsan_jax.inference import Predictor, bucket_shape, pad_batch
 from drsan_jax.loading import load_model
 from drsan_jax.models import InferenceModel
 
-# Tiles for images that do not fit in memory whole, in LR pixels. Each tile's DRMs average over
-# the tile instead of the image; benchmarks/tiling_agreement.py measures what that costs. With a
-# DRSAN-32s x2 at 128-pixel tiles it moved Set5/Set14/B100 PSNR by 0.002 dB on average and
-# 0.015 dB on the worst image, and it shrinks as tiles grow. 512 keeps a tile's scratch near
-# 1 GiB (32s at x4) and is one of the predictor's bucket sides, so no tile is padded.
-DEFAULT_TILE = 512
-# A quarter of it (8 LR pixels) is dropped at each interior tile edge, where the zero padding
-# of the tile's convolutions differs from the image's pixels; the rest is cross-faded.
-DEFAULT_OVERLAP = 32
+# The tile defaults live with the tiling (backends without JAX share them); named here too.
+DEFAULT_TILE = tiling.DEFAULT_TILE
+DEFAULT_OVERLAP = tiling.DEFAULT_OVERLAP
 
 
 def load(checkpoint: str | os.PathLike, which: str = "latest", scale: int | None = None
-         ) -> Upscaler:
+         ) -> Upscaler | onnx_runtime.OnnxUpscaler:
     """Loads a trained model of any family for upscaling and inspection.
 
     Args:
       checkpoint: a training workdir, its `checkpoints/` folder, one step folder, a weights
         file, or the name of a shipped model (e.g. "32s-x2"): anything
-        `drsan_jax.loading.load_model` accepts.
+        `drsan_jax.loading.load_model` accepts. Or an exported `.onnx` file
+        (`python -m drsan_jax.export`), which runs on ONNX Runtime.
       which: for a workdir, "latest" or "best" (the highest validation PSNR).
       scale: for a multi-scale model (MDSR, LESRCNN-S), the scale to upscale by; None: the
         scale it was saved with.
 
     Returns:
-      The model, ready to use.
+      The model, ready to use: an `Upscaler`, or an `onnx_runtime.OnnxUpscaler` for a `.onnx`
+      file (the same `upscale`, `bicubic`, `resolve_tile` and `tile_count`; no `inspect`).
     """
+    if onnx_runtime.is_onnx_file(checkpoint):
+        upscaler = onnx_runtime.OnnxUpscaler(checkpoint)
+        if scale is not None and scale != upscaler.scale:
+            raise ValueError(f"{checkpoint} is a x{upscaler.scale} model; it cannot run at "
+                             f"x{scale}")
+        return upscaler
     return Upscaler(load_model(checkpoint, which, scale))
 
 
@@ -144,24 +147,14 @@ class Upscaler:
         Returns:
           (H * scale, W * scale[, C]) array with the input's dtype and channels.
         """
-        image = _check_image(image)
-        height, width = image.shape[:2]
-        tile = self.resolve_tile(height, width, tile, overlap, self_ensemble)
-        lq = to_model_input(image)  # (H, W, 3)
-        sr = np.empty((height * self.scale, width * self.scale, 3), image.dtype)
-        tiling.upscale_tiled(self._predictors[self_ensemble], lq, self.scale, sr, tile,
-                             overlap, on_tile)
-        if image.ndim == 2 or image.shape[2] == 1:
-            grey = np.rint(sr.mean(axis=2, dtype=np.float32)).astype(image.dtype)
-            return grey if image.ndim == 2 else grey[..., None]
-        if image.shape[2] == 4:
-            alpha = imresize(image[..., 3], self.scale)
-            return np.concatenate([sr, alpha[..., None]], axis=2)
-        return sr
+        image = image_modes.check_image(image)
+        tile = self.resolve_tile(*image.shape[:2], tile, overlap, self_ensemble)
+        return image_modes.upscale_image(self._predictors[self_ensemble], image, self.scale,
+                                         tile, overlap, on_tile)
 
     def bicubic(self, image: np.ndarray) -> np.ndarray:
         """The bicubic baseline: MATLAB's imresize by `scale`, same dtype and channels."""
-        return imresize(_check_image(image), self.scale)
+        return imresize(image_modes.check_image(image), self.scale)
 
     def resolve_tile(self, height: int, width: int, tile: int | str | None = "auto",
                      overlap: int = DEFAULT_OVERLAP, self_ensemble: bool = False) -> int | None:
@@ -171,17 +164,12 @@ class Upscaler:
           ValueError: a tile that is not "auto", None or a positive int, or an overlap that
             is not below half the tile.
         """
-        if tile == "auto":
+        def fits_whole() -> bool:
             whole = tiling.inference_bytes(self.inference_model.model, height, width,
                                            self_ensemble)
-            return None if whole <= tiling.memory_budget() else DEFAULT_TILE
-        if tile is None:
-            return None
-        if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
-            raise ValueError(f"tile must be 'auto', None or a positive number of LR pixels, "
-                             f"got {tile!r}")
-        tiling.tile_starts(tile, tile, overlap)  # validates the overlap
-        return tile
+            return whole <= tiling.memory_budget()
+
+        return tiling.choose_tile(tile, overlap, fits_whole)
 
     def tile_count(self, height: int, width: int, tile: int | str | None = "auto",
                    overlap: int = DEFAULT_OVERLAP, self_ensemble: bool = False) -> int:
@@ -203,7 +191,7 @@ class Upscaler:
         Returns:
           The `Inspection`.
         """
-        image = _check_image(image)
+        image = image_modes.check_image(image)
         model = self.inference_model.model
         available = _rsa_blocks(model)
         blocks = tuple((int(k), int(n)) for k, n in (available if blocks is None else blocks))
@@ -247,16 +235,6 @@ def _rsa_blocks(model: nn.Module) -> list[tuple[int, int]]:
     if not getattr(model, "use_rsa", False):
         return []
     return [(k, n) for k in range(model.num_groups) for n in range(1, model.num_blocks + 1)]
-
-
-def _check_image(image: Any) -> np.ndarray:
-    """The image as an array, or a ValueError saying what an image must be."""
-    image = np.asarray(image)
-    layout_ok = image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))
-    if image.dtype not in (np.uint8, np.uint16) or not layout_ok:
-        raise ValueError(f"expected an HxW or HxWxC image (C in 1, 3, 4) of uint8 or uint16, "
-                         f"got shape {image.shape} and dtype {image.dtype}")
-    return image
 
 
 __all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE", "Inspection", "Upscaler", "load"]

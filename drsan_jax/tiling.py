@@ -17,6 +17,11 @@ The weights are separable (a row weight times a column weight) and normalised al
 they sum to one at every pixel without a weight image. HR rows are quantised and written to the
 output as soon as no later tile touches them; besides the output, memory holds one row of tiles
 in float32. A single tile covering the whole image is plain whole-image inference.
+
+The tiling itself is NumPy on a callback (`PredictFn`), so any backend can use it: the JAX
+`api.Upscaler` and the ONNX Runtime `onnx_runtime.OnnxUpscaler`. JAX is imported only inside the
+functions that ask XLA how much memory the compiled network needs, so that the ONNX path runs
+where JAX is not installed.
 """
 
 from __future__ import annotations
@@ -25,16 +30,25 @@ import functools
 import math
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from drsan_jax.data.image_io import quantize
-from drsan_jax.data.transforms import NUM_TRANSFORMS
-from drsan_jax.inference import bucket_shape
-from drsan_jax.models import param_shapes
+
+if TYPE_CHECKING:
+    import flax.linen as nn
+    import jax
+
+# Tiles for images that do not fit in memory whole, in LR pixels. Each tile's DRMs average over
+# the tile instead of the image; benchmarks/tiling_agreement.py measures what that costs. With a
+# DRSAN-32s x2 at 128-pixel tiles it moved Set5/Set14/B100 PSNR by 0.002 dB on average and
+# 0.015 dB on the worst image, and it shrinks as tiles grow. 512 keeps a tile's scratch near
+# 1 GiB (32s at x4) and is one of the predictor's bucket sides, so no tile is padded.
+DEFAULT_TILE = 512
+# A quarter of it (8 LR pixels) is dropped at each interior tile edge, where the zero padding
+# of the tile's convolutions differs from the image's pixels; the rest is cross-faded.
+DEFAULT_OVERLAP = 32
 
 # (h, w, 3) float32 LR in [0, 1] -> (h * scale, w * scale, 3) float32 HR.
 PredictFn = Callable[[np.ndarray], np.ndarray]
@@ -108,6 +122,11 @@ def bytes_per_pixel(model: nn.Module) -> float:
     Measured, not estimated: XLA's buffer assignment for the compiled network at a small size
     (scratch plus output), so it follows the model's layers and the backend's kernels.
     """
+    import jax
+    import jax.numpy as jnp
+
+    from drsan_jax.models import param_shapes
+
     x = jax.ShapeDtypeStruct((1, _PROBE_SIDE, _PROBE_SIDE, 3), jnp.float32)
     mask = jax.ShapeDtypeStruct((1, _PROBE_SIDE, _PROBE_SIDE, 1), jnp.float32)
     apply = jax.jit(lambda p, x, m: model.apply({"params": p}, x, m))
@@ -129,6 +148,9 @@ def inference_bytes(model: nn.Module, height: int, width: int, self_ensemble: bo
       Bytes: the device's share at the padded (bucket) size, plus the host's float32 copies of
       the HR output (the predictor's result and its sum over the ensemble).
     """
+    from drsan_jax.data.transforms import NUM_TRANSFORMS
+    from drsan_jax.inference import bucket_shape
+
     padded = math.prod(bucket_shape(height, width))
     calls = NUM_TRANSFORMS if self_ensemble else 1
     host = 2 * 3 * 4 * model.scale**2 * height * width
@@ -142,13 +164,18 @@ def memory_budget(device: jax.Device | None = None) -> float:
       device: where the network runs; default the first local device. Accelerators report
         their free memory; on the CPU it is the host's available memory.
     """
+    import jax
+
     device = device or jax.local_devices()[0]
     stats = device.memory_stats()
     if stats and "bytes_limit" in stats:
-        free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
-    else:
-        free = _host_available_bytes()
-    return MEMORY_FRACTION * free
+        return MEMORY_FRACTION * (stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    return host_memory_budget()
+
+
+def host_memory_budget() -> float:
+    """Bytes inference on the host's memory may plan to use: `MEMORY_FRACTION` of what is free."""
+    return MEMORY_FRACTION * _host_available_bytes()
 
 
 def _host_available_bytes() -> int:
@@ -161,6 +188,33 @@ def _host_available_bytes() -> int:
     except OSError:
         pass
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+
+
+def choose_tile(tile: int | str | None, overlap: int,
+                fits_whole: Callable[[], bool]) -> int | None:
+    """The tile size a backend runs an image at: an int, or None for the whole image at once.
+
+    Args:
+      tile: "auto", None (always whole) or a tile size in LR pixels.
+      overlap: the least overlap of neighbouring tiles in LR pixels.
+      fits_whole: for "auto", whether the whole image fits in the backend's memory budget.
+
+    Returns:
+      None or the tile size: with "auto", None when `fits_whole()`, else `DEFAULT_TILE`.
+
+    Raises:
+      ValueError: a tile that is not "auto", None or a positive int, or an overlap that is not
+        below half the tile.
+    """
+    if tile == "auto":
+        return None if fits_whole() else DEFAULT_TILE
+    if tile is None:
+        return None
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
+        raise ValueError(f"tile must be 'auto', None or a positive number of LR pixels, "
+                         f"got {tile!r}")
+    tile_starts(tile, tile, overlap)  # validates the overlap
+    return tile
 
 
 def num_tiles(height: int, width: int, tile: int | None, overlap: int) -> int:

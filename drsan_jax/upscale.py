@@ -3,6 +3,7 @@
     python -m drsan_jax.upscale photo.jpg                 # shipped 32s-x2: photo_x2.jpg
     python -m drsan_jax.upscale --scale 4 photo.jpg       # shipped 32s-x4: photo_x4.jpg
     python -m drsan_jax.upscale --ckpt runs/32s_x2 photo.jpg scans/ --output upscaled/
+    python -m drsan_jax.upscale --ckpt drsan-32s-x2.onnx photo.jpg   # ONNX Runtime, see export
 
 Inputs are files or folders of PNG, JPEG, BMP and TIFF images; each result is written to
 `--output` under the input's file name, or without --output next to the input as
@@ -22,7 +23,7 @@ from pathlib import Path
 import jax
 from tqdm import tqdm
 
-from drsan_jax import pretrained, runtime
+from drsan_jax import onnx_runtime, pretrained, runtime
 from drsan_jax.api import DEFAULT_OVERLAP, Upscaler, load
 from drsan_jax.data.image_io import (
     IMAGE_EXTENSIONS,
@@ -42,8 +43,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="image files (PNG, JPEG, BMP, TIFF) or folders of them")
     parser.add_argument("--ckpt", default=None,
-                        help="a training workdir, a checkpoint step folder, or a shipped model "
-                             "name such as 32s-x2 (default: the shipped model for --scale)")
+                        help="a training workdir, a checkpoint step folder, a shipped model "
+                             "name such as 32s-x2, or an exported .onnx file (run with ONNX "
+                             "Runtime) (default: the shipped model for --scale)")
     parser.add_argument("--output", default=None, type=Path,
                         help="folder for the results (created if missing); files keep their "
                              "names. Default: next to each input, as <name>_x<scale>.<ext>")
@@ -172,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             ckpt = pretrained.default_for_scale(expected_scale)
         except pretrained.PretrainedError as e:
             parser.error(f"--scale {expected_scale}: {e}")
+    if args.self_ensemble and onnx_runtime.is_onnx_file(ckpt):
+        parser.error(f"--self_ensemble is not available for the ONNX model --ckpt {ckpt}")
     try:
         pairs = plan_outputs(args.inputs, args.output, expected_scale)
     except ValueError as e:
@@ -185,9 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as e:  # JAX cannot start the requested backend
         parser.error(f"--device {args.device}: JAX cannot run on it here "
                      f"({str(e).splitlines()[0]})")
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, ImportError) as e:
         # Orbax describes a parameter tree that does not fit the model over many lines.
-        parser.error(f"--ckpt {ckpt}: cannot load a model: {str(e).splitlines()[0]}")
+        kind = "an ONNX model" if onnx_runtime.is_onnx_file(ckpt) else "a model"
+        parser.error(f"--ckpt {ckpt}: cannot load {kind}: {str(e).splitlines()[0]}")
     if args.output is None and upscaler.scale != expected_scale:
         try:
             pairs = plan_outputs(args.inputs, None, upscaler.scale)

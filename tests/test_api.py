@@ -105,7 +105,7 @@ def test_auto_tiles_only_when_the_whole_image_does_not_fit(upscaler, lq, monkeyp
     assert upscaler.resolve_tile(600, 1100) == api.DEFAULT_TILE
     assert upscaler.tile_count(600, 1100) == 2 * 3
     calls = []
-    monkeypatch.setattr(api, "DEFAULT_TILE", 32)
+    monkeypatch.setattr(tiling, "DEFAULT_TILE", 32)  # where both backends read it
     sr = upscaler.upscale(lq, overlap=8, on_tile=lambda: calls.append(1))
     assert len(calls) == tiling.num_tiles(*lq.shape[:2], 32, 8) > 1
     assert sr.shape == (90, 122, 3)

@@ -123,7 +123,8 @@ class DRAN(nn.Module):
             t = ResidualBlock(self.features, self.dtype, self.param_dtype, self.conv_impl,
                               name=f"block_{n}")(feats[-1], mask)
             start = path_index(n, 0)
-            feats.append(t + dynamic_residual(r[:, start:start + n], feats))
+            r_n = jax.lax.slice_in_dim(r, start, start + n, axis=1)  # no gather: exportable
+            feats.append(t + dynamic_residual(r_n, feats))
         y = masked(_conv(self.features, "body_tail", self)(feats[-1]), mask) + x0
         y = layers.Upsampler(self.features, self.scale, "tf", "glorot", self.dtype,
                              self.param_dtype, self.conv_impl, name="upsampler")(y, mask)

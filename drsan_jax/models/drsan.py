@@ -153,7 +153,9 @@ class DRAG(nn.Module):
                               name=f"block_{n}")(feats[-1], mask)
             if self.residual == "dynamic":
                 start = path_index(n, 0)
-                d = dynamic_residual(r[:, start:start + n], feats)
+                # A slice op, not NumPy indexing: under a symbolic batch size (jax.export,
+                # jax2tf) indexing becomes a gather, which TFLite's converter cannot take.
+                d = dynamic_residual(jax.lax.slice_in_dim(r, start, start + n, axis=1), feats)
             elif self.residual == "plain":
                 d = feats[-1]  # SRResNet-style identity skip.
             else:  # "ones": every preceding feature with weight 1.

@@ -1,0 +1,224 @@
+"""Exported models on ONNX Runtime: upscale pictures with a `.onnx` file, without JAX.
+
+    from drsan_jax.onnx_runtime import OnnxUpscaler
+    model = OnnxUpscaler("drsan-32s-x2.onnx")    # written by `python -m drsan_jax.export`
+    sr = model.upscale(image)                     # as `drsan_jax.load(...).upscale(image)`
+
+`OnnxUpscaler` has the JAX `api.Upscaler`'s `upscale`, `bicubic`, `resolve_tile` and
+`tile_count`, and treats pictures identically: the same image kinds (`image_modes`), the same
+overlapping tiles and cross-fade (`tiling`), the same rounding to 8 or 16 bits. So
+`python -m drsan_jax.upscale --ckpt model.onnx` and `drsan_jax.load("model.onnx")` run it too.
+What it lacks is the self-ensemble and `inspect` (the exported graph returns the picture only).
+
+This module, `tiling`, `image_modes` and `data.resize.imresize` import neither JAX nor Flax, so a
+deployment needs only NumPy, ONNX Runtime and this package's files. The model's scale, layout
+(NHWC or NCHW) and memory use per pixel are read from the metadata the exporter writes into the
+file; for other super-resolution `.onnx` files (one 4-D RGB input in [0, 1]) the layout comes
+from the input's shape and the scale from one small probe run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from drsan_jax import image_modes, tiling
+from drsan_jax.data.resize import imresize
+
+SUFFIX = ".onnx"
+# Keys of the ONNX model's metadata_props that `drsan_jax.export` writes.
+META_SCALE = "drsan_jax.scale"
+META_LAYOUT = "drsan_jax.layout"
+META_BYTES_PER_PIXEL = "drsan_jax.bytes_per_lr_pixel"
+META_NAME = "drsan_jax.name"
+META_STEP = "drsan_jax.step"
+LAYOUTS = ("nhwc", "nchw")
+INSTALL_HINT = 'pip install -e ".[onnx]"'
+# The probe that finds the scale of a file without metadata, in LR pixels per side.
+_PROBE_SIDE = 16
+
+
+def is_onnx_file(path: Any) -> bool:
+    """Whether `path` names an ONNX model file (by its suffix; it need not exist)."""
+    return isinstance(path, (str, os.PathLike)) and str(path).lower().endswith(SUFFIX)
+
+
+def _onnxruntime():
+    """The onnxruntime module, or an ImportError that says how to install it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ImportError(f"running .onnx models needs onnxruntime: {INSTALL_HINT}") from None
+    return onnxruntime
+
+
+class OnnxUpscaler:
+    """An exported super-resolution model on ONNX Runtime: `upscale` and `bicubic` on pictures.
+
+    Attributes:
+      path: the .onnx file.
+      scale: the upscaling factor.
+      layout: "nhwc" or "nchw", the layout of the model's input and output.
+      name: the model's name from its metadata ("32s-x2", ...), or None.
+      step: the training step of its weights from its metadata, or None.
+      session: the `onnxruntime.InferenceSession`.
+    """
+
+    def __init__(self, path: str | os.PathLike, providers: list[str] | None = None,
+                 threads: int | None = None):
+        """Opens the model.
+
+        Args:
+          path: the .onnx file.
+          providers: ONNX Runtime execution providers in order of preference; default: every
+            one this onnxruntime build has (a GPU one first when installed).
+          threads: threads per operator; default: ONNX Runtime's (one per physical core).
+
+        Raises:
+          FileNotFoundError: no such file.
+          ImportError: onnxruntime is not installed.
+          ValueError: a file ONNX Runtime cannot load, or a model that does not take one 4-D
+            RGB image batch.
+        """
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"ONNX model {self.path} does not exist")
+        ort = _onnxruntime()
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), options, providers=providers or ort.get_available_providers())
+        except Exception as e:  # onnxruntime's own exception types (Fail, InvalidProtobuf, ...)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"ONNX Runtime cannot load {self.path}: {first}") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4:
+            raise ValueError(f"{self.path} is not an image model: expected one 4-D input, got "
+                             f"{[(i.name, i.shape) for i in inputs]}")
+        self._input = inputs[0]
+        self._dtype = np.float16 if self._input.type == "tensor(float16)" else np.float32
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.layout = meta.get(META_LAYOUT) or self._layout_from_shape(self._input.shape)
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"{self.path} has layout {self.layout!r}; expected one of {LAYOUTS}")
+        self.scale = int(meta[META_SCALE]) if META_SCALE in meta else self._probe_scale()
+        self.name = meta.get(META_NAME)
+        self.step = int(meta[META_STEP]) if meta.get(META_STEP, "").isdigit() else None
+        bytes_per_pixel = meta.get(META_BYTES_PER_PIXEL)
+        self._bytes_per_pixel = float(bytes_per_pixel) if bytes_per_pixel else None
+
+    def _layout_from_shape(self, shape: list[Any]) -> str:
+        """NCHW when the second axis has 3 channels, NHWC when the last one has."""
+        if shape[1] == 3:
+            return "nchw"
+        if shape[3] == 3:
+            return "nhwc"
+        raise ValueError(f"{self.path}: cannot tell the layout of input shape {shape}: neither "
+                         f"axis 1 nor axis 3 is 3 (RGB)")
+
+    def _probe_scale(self) -> int:
+        """The scale of a model without metadata: the output side of a small input over its side."""
+        probe = np.zeros((_PROBE_SIDE, _PROBE_SIDE, 3), np.float32)
+        return self.predict(probe, scale=None).shape[0] // _PROBE_SIDE
+
+    def __repr__(self) -> str:
+        return (f"OnnxUpscaler({self.name or self.path.name} x{self.scale}, {self.layout}, "
+                f"from {self.path})")
+
+    def predict(self, lq: np.ndarray, scale: int | None = -1) -> np.ndarray:
+        """Runs the network on one LR image (the `tiling.PredictFn` of this backend).
+
+        Args:
+          lq: (h, w, 3) float32 RGB in [0, 1].
+          scale: checked against the output's size; -1 for `self.scale`, None not to check.
+
+        Returns:
+          (h * scale, w * scale, 3) float32, unclipped.
+        """
+        x = lq[None].astype(self._dtype)  # (1, h, w, 3)
+        if self.layout == "nchw":
+            x = x.transpose(0, 3, 1, 2)
+        (y,) = self.session.run(None, {self._input.name: np.ascontiguousarray(x)})
+        if self.layout == "nchw":
+            y = y.transpose(0, 2, 3, 1)
+        y = y[0].astype(np.float32, copy=False)
+        scale = self.scale if scale == -1 else scale
+        if scale is not None and y.shape != (lq.shape[0] * scale, lq.shape[1] * scale, 3):
+            raise ValueError(f"{self.path} turned a {lq.shape} input into {y.shape}, not a "
+                             f"x{scale} RGB image")
+        return y
+
+    def upscale(
+        self,
+        image: np.ndarray,
+        self_ensemble: bool = False,
+        tile: int | str | None = "auto",
+        overlap: int = tiling.DEFAULT_OVERLAP,
+        on_tile: Callable[[], None] | None = None,
+    ) -> np.ndarray:
+        """Super-resolves one image, as `api.Upscaler.upscale` does.
+
+        Args:
+          image: HxW or HxWxC (C in 1, 3, 4) uint8 or uint16.
+          self_ensemble: must be False: the self-ensemble is not available here.
+          tile: "auto" (whole image when it fits in half the free memory, else
+            `tiling.DEFAULT_TILE`), None (always whole), or a tile size in LR pixels.
+          overlap: the least overlap of neighbouring tiles, in LR pixels.
+          on_tile: called after each tile (for progress bars; see `tile_count`).
+
+        Returns:
+          (H * scale, W * scale[, C]) array with the input's dtype and channels.
+        """
+        image = image_modes.check_image(image)
+        tile = self.resolve_tile(*image.shape[:2], tile, overlap, self_ensemble)
+        return image_modes.upscale_image(self.predict, image, self.scale, tile, overlap, on_tile)
+
+    def bicubic(self, image: np.ndarray) -> np.ndarray:
+        """The bicubic baseline: MATLAB's imresize by `scale`, same dtype and channels."""
+        return imresize(image_modes.check_image(image), self.scale)
+
+    def resolve_tile(self, height: int, width: int, tile: int | str | None = "auto",
+                     overlap: int = tiling.DEFAULT_OVERLAP, self_ensemble: bool = False
+                     ) -> int | None:
+        """The tile size `upscale` uses for an image of this size: an int, or None for whole.
+
+        With "auto" the whole image runs at once when the exporter's measure of the network's
+        memory per LR pixel (XLA's, a close stand-in for ONNX Runtime's buffers) says it fits in
+        `tiling.host_memory_budget()`; a file without that measure runs images of up to
+        `DEFAULT_TILE` squared pixels whole.
+
+        Raises:
+          ValueError: self_ensemble, or a tile or overlap that `tiling.choose_tile` refuses.
+        """
+        if self_ensemble:
+            raise ValueError("the self-ensemble is not available for ONNX models; use the JAX "
+                             "checkpoint for it")
+
+        def fits_whole() -> bool:
+            if self._bytes_per_pixel is None:
+                return height * width <= tiling.DEFAULT_TILE**2
+            host = 2 * 3 * 4 * self.scale**2 * height * width  # float32 output, and its copy
+            needed = height * width * self._bytes_per_pixel + host
+            return needed <= tiling.host_memory_budget()
+
+        return tiling.choose_tile(tile, overlap, fits_whole)
+
+    def tile_count(self, height: int, width: int, tile: int | str | None = "auto",
+                   overlap: int = tiling.DEFAULT_OVERLAP, self_ensemble: bool = False) -> int:
+        """How many tiles `upscale` runs for an image of this size (1 when whole)."""
+        resolved = self.resolve_tile(height, width, tile, overlap, self_ensemble)
+        return tiling.num_tiles(height, width, resolved, overlap)
+
+
+def load(path: str | os.PathLike, providers: list[str] | None = None) -> OnnxUpscaler:
+    """Opens an exported `.onnx` model for upscaling (see `OnnxUpscaler`)."""
+    return OnnxUpscaler(path, providers)
+
+
+__all__ = ["OnnxUpscaler", "SUFFIX", "is_onnx_file", "load"]
