@@ -57,12 +57,14 @@ def _family(config: dict[str, Any]) -> str:
 
 
 def model_name(inference_model: Any) -> str:
-    """A short name for files and metadata: the shipped name, else family-variant-xscale."""
-    shipped = (getattr(inference_model, "extra", None) or {}).get("pretrained")
-    if shipped:
-        return f"{_family(inference_model.config)}-{shipped}"
-    variant = inference_model.config.get("variant") or "custom"
-    return f"{_family(inference_model.config)}-{variant}-x{inference_model.scale}"
+    """A short name for files and metadata: "drsan-32s-x2", "lesrcnn-x2", "edsr-custom-x4"."""
+    from drsan_jax.models import get_family
+
+    config = inference_model.config
+    family = get_family(_family(config))
+    variant = config.get("variant")
+    name = family.model_name(variant) if variant else f"{family.name}-custom"
+    return f"{name}-x{inference_model.scale}"
 
 
 def build_card(
