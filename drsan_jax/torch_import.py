@@ -76,12 +76,16 @@ def import_weights(path: str | os.PathLike, model: str | None = None,
     state = torch_io.read_state_dict(path)
     family = _detect(state, path) if model is None else _family_of_name(model, path)
     mapper: Callable[..., tuple[dict[str, Any], dict[str, np.ndarray]]] = _MAPPERS[family]
+    tracked = _Tracked(state)
     try:
-        config, flat = mapper(state, path)
+        config, flat = mapper(tracked, path)
     except KeyError as e:
-        raise WeightImportError(f"{path}: not a {family} state dict: key {e} is missing "
-                           f"(expected keys like {_EXPECTED_KEYS[family.split('-')[0]]})"
-                           ) from None
+        raise WeightImportError(f"{path}: read as {family}, but key {e} is missing "
+                                f"(expected keys like {_EXPECTED_KEYS[family]})") from None
+    unused = sorted(set(state) - tracked.read)
+    if unused:
+        raise WeightImportError(f"{path}: {len(unused)} key(s) that a {family} model does not "
+                                f"have: {', '.join(unused[:5])}{' ...' if len(unused) > 5 else ''}")
     config = normalize_model_config(config)
     module = build_model_from_config(config)
     try:
@@ -101,6 +105,24 @@ def _family_of_name(model: str, path) -> str:
         raise WeightImportError(f"--model {model!r}: PyTorch weights are read for "
                            f"{', '.join(MODELS)}; got {model!r}")
     return family
+
+
+class _Tracked(dict):
+    """A state dict that remembers which keys the mapping read, to report the rest."""
+
+    def __init__(self, state: dict[str, np.ndarray]):
+        super().__init__(state)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        value = super().__getitem__(key)
+        self.read.add(key)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self:
+            return self[key]
+        return default
 
 
 def _detect(state: dict[str, np.ndarray], path) -> str:
@@ -127,6 +149,7 @@ def _check_mean_shift(state: dict[str, np.ndarray], path, names: tuple[str, str]
     """The frozen mean shifts must be the DIV2K mean the models hard-code (sub, then add)."""
     mean = np.asarray(DIV2K_RGB_MEAN) * rgb_range
     for name, sign in zip(names, (-1.0, 1.0)):
+        state.get(f"{name}.weight")  # the identity kernel: frozen, nothing to map
         bias = state.get(f"{name}.bias")
         if bias is not None and not np.allclose(bias, sign * mean, atol=1e-3 * rgb_range):
             raise WeightImportError(f"{path}: {name}.bias is {np.round(bias, 4).tolist()}, not the "
@@ -147,10 +170,10 @@ def _upsampler_scale(weights: list[np.ndarray], features: int, path) -> int:
 def _map_lesrcnn(state, path):
     _check_mean_shift(state, path, ("sub_mean.shifter", "add_mean.shifter"), 1.0)
     flat = {}
-    for key, value in state.items():
+    for key in list(state):
         m = re.fullmatch(r"(conv\d+(?:_\d)?)\.0\.weight", key)
         if m:
-            flat[f"{m.group(1)}/kernel"] = _hwio(value)
+            flat[f"{m.group(1)}/kernel"] = _hwio(state[key])
     features = state["conv1.0.weight"].shape[0]
     ups = sorted({m.group(1) for k in state
                   if (m := re.fullmatch(r"upsample\.(up\d?)\.body\.\d+\.weight", k))})
