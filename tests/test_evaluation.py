@@ -62,7 +62,7 @@ def test_both_protocols_from_one_inference_pass(tmp_path, monkeypatch, lq_rgb):
     root = make_benchmark(tmp_path, {"Toy": {"grey.png": hr_grey, "rgb.png": hr_rgb}},
                           {2: {"Toy": {"grey.png": lq_rgb[..., 0], "rgb.png": lq_rgb}}})
     singles = {p: evaluate(NearestUpsampler(2), {}, root, "Toy", 2, p, progress=False)
-               for p in metrics.PROTOCOLS}
+               for p in metrics.PROJECT_PROTOCOLS}
     assert singles["drsan"]["datasets"] != singles["matlab"]["datasets"]
     predicted = []
     predict_iter = inference.Predictor.predict_iter
@@ -151,7 +151,7 @@ def test_request_errors(benchmark_dir):
     with pytest.raises(EvaluationError, match="scale 3 disagrees with the model, which is x2"):
         evaluate(model, {}, benchmark_dir, ["Set5"], 3)
     for kwargs, match in [
-        ({"protocol": "rgb"}, r"unknown protocol 'rgb'; expected .*'matlab', 'both'\)"),
+        ({"protocol": "rgb"}, r"unknown protocol 'rgb'; expected .*'matlab', 'lesrcnn', 'both'\)"),
         ({"method": "nearest"}, "unknown method 'nearest'"),
         ({"method": "bicubic", "self_ensemble": True}, "method 'model' only"),
         ({"method": "model"}, "needs a model"),

@@ -133,7 +133,7 @@ def test_hr_is_cropped_to_the_sr_size(grey):
 
 
 def test_invalid_arguments(grey):
-    with pytest.raises(ValueError, match=r"'ycbcr'.*\('drsan', 'matlab'\)"):
+    with pytest.raises(ValueError, match=r"'ycbcr'.*\('drsan', 'matlab', 'lesrcnn'\)"):
         metrics.evaluate_pair(grey, grey, 2, protocol="ycbcr")
     with pytest.raises(ValueError, match="SR image must be uint8"):
         metrics.evaluate_pair(grey / 255.0, grey, 2)
@@ -145,3 +145,22 @@ def test_invalid_arguments(grey):
         metrics.psnr(np.zeros((3, 4)), np.zeros((4, 3)))
     with pytest.raises(ValueError, match="at least 11x11"):
         metrics.ssim(np.zeros((10, 40)), np.zeros((10, 40)))
+
+
+def test_lesrcnn_protocol_truncates_and_rounds_y():
+    sr = np.array([[[0.999, 0.5, 0.0021]]], np.float32)  # 254.7, 127.5, 0.54 levels
+    np.testing.assert_array_equal(metrics.to_levels(sr, "drsan"), [[[255, 128, 1]]])
+    np.testing.assert_array_equal(metrics.to_levels(sr, "lesrcnn"), [[[254, 127, 0]]])
+    np.testing.assert_array_equal(metrics.to_levels(np.array([-0.2, 1.3]), "lesrcnn"), [0, 255])
+    rng = np.random.default_rng(0)
+    hr = rng.integers(0, 256, (20, 22, 3), dtype=np.uint8)
+    sr = np.clip(hr.astype(int) + rng.integers(-3, 4, hr.shape), 0, 255).astype(np.uint8)
+    # On RGB images the authors' integer Y is MATLAB's rounded Y; grey images differ: the
+    # authors' script scores them as three equal channels, MATLAB's on their grey levels.
+    assert (metrics.evaluate_pair(sr, hr, 2, "lesrcnn")
+            == metrics.evaluate_pair(sr, hr, 2, "matlab"))
+    grey_sr, grey_hr = sr[..., 0], hr[..., 0]
+    y = metrics.rgb_to_y(np.stack([grey_sr] * 3, axis=2), round_to_uint8=True)
+    y_hr = metrics.rgb_to_y(np.stack([grey_hr] * 3, axis=2), round_to_uint8=True)
+    expected = metrics.psnr(y[2:-2, 2:-2], y_hr[2:-2, 2:-2])
+    assert metrics.evaluate_pair(grey_sr, grey_hr, 2, "lesrcnn")[0] == expected

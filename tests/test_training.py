@@ -154,7 +154,7 @@ def test_config_errors_name_the_flag(configs_module, train_images, benchmark):
                                ({"model": {"variant": "64s"}}, "--config.model"),
                                ({"model": {"dtype": "float16"}}, "--config.model.dtype"),
                                ({"val_datasets": "Set6"}, "Set6.*found: .*Set5"),
-                               ({"init_from": "/nowhere"}, "init_from='/nowhere'.*not exist")):
+                               ({"init_from": "/nowhere"}, "init_from='/nowhere': /nowhere: no such file or folder")):
         config = _tiny_config(configs_module, train_images, benchmark)
         config.unlock()
         config.update(overrides)
