@@ -58,7 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--scale", type=int, default=2)
     p.add_argument("--batch", type=int, default=16, help="global train batch (paper: 16)")
     p.add_argument("--patch", type=int, default=48, help="LR patch side (paper: 48)")
-    p.add_argument("--conv_impl", default="auto", help="auto, xla or im2col (drsan_jax.models.conv)")
+    p.add_argument("--conv_impl", default="auto",
+                   help="auto, xla or im2col (drsan_jax.models.conv)")
     p.add_argument("--cpu_devices", type=int, default=None,
                    help="CPU devices (default: drsan_jax.runtime's, one per core)")
     p.add_argument("--warmup", type=int, default=2)

@@ -20,7 +20,6 @@ through `inference`, and decoded images through `data.benchmark.load_pair`'s cac
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import platform
 import sys

@@ -203,21 +203,22 @@ def _edsr_convs(state, prefix: str, target: str, flat: dict) -> None:
     flat[f"{target}/bias"] = state[f"{prefix}.bias"] / _RGB_RANGE
 
 
-def _body_blocks(state) -> int:
-    return len({int(m.group(1)) for k in state
-                if (m := re.fullmatch(r"body\.(\d+)\.body\.\d\.weight", k))})
-
-
-def _map_edsr(state, path):
-    _check_mean_shift(state, path, ("sub_mean", "add_mean"), _RGB_RANGE)
-    flat = {}
-    features = state["head.0.weight"].shape[0]
-    blocks = _body_blocks(state)
+def _map_edsr_trunk(state, flat: dict) -> tuple[int, int]:
+    """The head, residual blocks and body-end conv that EDSR and MDSR share; (F, B)."""
+    blocks = len({int(m.group(1)) for k in state
+                  if (m := re.fullmatch(r"body\.(\d+)\.body\.\d\.weight", k))})
     _edsr_convs(state, "head.0", "head", flat)
     for b in range(blocks):
         _edsr_convs(state, f"body.{b}.body.0", f"block_{b}/conv1", flat)
         _edsr_convs(state, f"body.{b}.body.2", f"block_{b}/conv2", flat)
     _edsr_convs(state, f"body.{blocks}", "body_tail", flat)
+    return state["head.0.weight"].shape[0], blocks
+
+
+def _map_edsr(state, path):
+    _check_mean_shift(state, path, ("sub_mean", "add_mean"), _RGB_RANGE)
+    flat = {}
+    features, blocks = _map_edsr_trunk(state, flat)
     ups = [i for i in (0, 2) if f"tail.0.{i}.weight" in state]
     scale = _upsampler_scale([state[f"tail.0.{i}.weight"] for i in ups], features, path)
     for j, i in enumerate(ups):
@@ -236,13 +237,7 @@ def _map_edsr(state, path):
 def _map_mdsr(state, path):
     _check_mean_shift(state, path, ("sub_mean", "add_mean"), _RGB_RANGE)
     flat = {}
-    features = state["head.0.weight"].shape[0]
-    blocks = _body_blocks(state)
-    _edsr_convs(state, "head.0", "head", flat)
-    for b in range(blocks):
-        _edsr_convs(state, f"body.{b}.body.0", f"block_{b}/conv1", flat)
-        _edsr_convs(state, f"body.{b}.body.2", f"block_{b}/conv2", flat)
-    _edsr_convs(state, f"body.{blocks}", "body_tail", flat)
+    features, blocks = _map_edsr_trunk(state, flat)
     for j in sorted({int(m.group(1)) for k in state
                      if (m := re.fullmatch(r"upsample\.(\d+)\.0\.weight", k))}):
         ups = [i for i in (0, 2) if f"upsample.{j}.{i}.weight" in state]

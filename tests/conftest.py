@@ -115,8 +115,8 @@ def compilation_cache(tmp_path_factory):
     """JAX's persistent compilation cache, for the module that asks for it only.
 
     A module whose every run builds a fresh train state traces its train step again each time;
-    the cache turns the recompilation of an identical program (also in the train.py subprocess, through
-    JAX_COMPILATION_CACHE_DIR) into a lookup. Nothing else changes: the same code runs.
+    the cache turns the recompilation of an identical program (also in the train.py subprocess,
+    through JAX_COMPILATION_CACHE_DIR) into a lookup. Nothing else changes: the same code runs.
     """
     options = {**CACHE_OPTIONS, "jax_compilation_cache_dir": str(tmp_path_factory.mktemp("xla"))}
     saved = {name: getattr(jax.config, name) for name in options}

@@ -54,7 +54,8 @@ def test_export_then_load_gives_the_stored_parameters(source, tmp_path, dtype):
 
 def test_bad_names_and_damaged_files_are_reported(source, tmp_path):
     path, _ = source
-    with pytest.raises(pretrained.PretrainedError, match="holds a drsan-32s x2 model; name it 32s-x2 or drsan-32s-x2, not 32s-x3"):
+    with pytest.raises(pretrained.PretrainedError,
+                       match="holds a drsan-32s x2 model; name it 32s-x2 or drsan-32s-x2, not 32s-x3"):
         pretrained.export(path, "32s-x3", directory=tmp_path)
     written = pretrained.export(path, "32s-x2", directory=tmp_path)
     with pytest.raises(pretrained.PretrainedError, match=r"no shipped model is named '48m-x4'; "

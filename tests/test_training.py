@@ -16,7 +16,6 @@ from absl import flags
 from ml_collections import config_flags
 
 from drsan_jax import checkpoints, training
-from drsan_jax.data import image_io
 from drsan_jax.models import (
     build_model_from_config,
     init_params,
@@ -154,7 +153,8 @@ def test_config_errors_name_the_flag(configs_module, train_images, benchmark):
                                ({"model": {"variant": "64s"}}, "--config.model"),
                                ({"model": {"dtype": "float16"}}, "--config.model.dtype"),
                                ({"val_datasets": "Set6"}, "Set6.*found: .*Set5"),
-                               ({"init_from": "/nowhere"}, "init_from='/nowhere': /nowhere: no such file or folder")):
+                               ({"init_from": "/nowhere"},
+                                "init_from='/nowhere': /nowhere: no such file or folder")):
         config = _tiny_config(configs_module, train_images, benchmark)
         config.unlock()
         config.update(overrides)

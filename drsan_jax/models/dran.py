@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from drsan_jax.models import conv, layers
+from drsan_jax.models import layers
 from drsan_jax.models.drsan import ResidualBlock, dynamic_residual, num_paths, path_index
 from drsan_jax.models.family import Family
 from drsan_jax.models.layers import PReLU, masked, pool_mask, upsample_mask
@@ -99,9 +99,7 @@ class DRAN(nn.Module):
         return (self.scale,)
 
     def __post_init__(self):
-        layers.check_choice("DRAN", "scale", self.scale, SCALES)
-        layers.check_choice("DRAN", "conv_impl", self.conv_impl, conv.IMPLS)
-        layers.check_positive("DRAN", self, ("features", "num_blocks", "drm_width"))
+        layers.check_model("DRAN", self, SCALES, ("features", "num_blocks", "drm_width"))
         if 4 * self.drm_width < num_paths(self.num_blocks):
             raise ValueError(f"DRAN drm_width {self.drm_width} gives {4 * self.drm_width} path "
                              f"weights; {self.num_blocks} blocks need "

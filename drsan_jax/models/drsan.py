@@ -29,7 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from drsan_jax.models import conv, layers
+from drsan_jax.models import layers
 from drsan_jax.models.family import Family
 from drsan_jax.models.layers import PReLU, upsample_mask
 from drsan_jax.models.layers import masked as _masked
@@ -212,11 +212,9 @@ class DRSAN(nn.Module):
         return (self.scale,)
 
     def __post_init__(self):
-        layers.check_choice("DRSAN", "scale", self.scale, SCALES)
-        layers.check_choice("DRSAN", "conv_impl", self.conv_impl, conv.IMPLS)
         layers.check_choice("DRSAN", "drm_activation", self.drm_activation, DRM_ACTIVATIONS)
         layers.check_choice("DRSAN", "residual", self.residual, RESIDUAL_MODES)
-        layers.check_positive("DRSAN", self, ("features", "num_blocks", "num_groups"))
+        layers.check_model("DRSAN", self, SCALES, ("features", "num_blocks", "num_groups"))
         super().__post_init__()
 
     @nn.compact

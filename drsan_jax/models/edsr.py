@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from drsan_jax.models import conv, layers
+from drsan_jax.models import layers
 from drsan_jax.models.family import Family
 from drsan_jax.models.layers import masked, upsample_mask
 
@@ -92,9 +92,7 @@ class EDSR(nn.Module):
         return (self.scale,)
 
     def __post_init__(self):
-        layers.check_choice("EDSR", "scale", self.scale, SCALES)
-        layers.check_choice("EDSR", "conv_impl", self.conv_impl, conv.IMPLS)
-        layers.check_positive("EDSR", self, ("features", "num_blocks"))
+        layers.check_model("EDSR", self, SCALES, ("features", "num_blocks"))
         super().__post_init__()
 
     @nn.compact

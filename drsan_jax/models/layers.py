@@ -193,6 +193,14 @@ def check_positive(owner: str, module: nn.Module, names: tuple[str, ...]) -> Non
             raise ValueError(f"{owner} {name} must be a positive integer, got {value!r}")
 
 
+def check_model(owner: str, module: nn.Module, scales: tuple[int, ...],
+                positive: tuple[str, ...]) -> None:
+    """A model's constructor checks: its scale, `conv_impl`, and positive integer sizes."""
+    check_choice(owner, "scale", module.scale, scales)
+    check_choice(owner, "conv_impl", module.conv_impl, conv_lib.IMPLS)
+    check_positive(owner, module, positive)
+
+
 def check_input(family: str, lq: jax.Array, mask: jax.Array | None) -> None:
     """Raises a ValueError unless lq is an NHWC RGB batch and mask fits it."""
     if lq.ndim != 4 or lq.shape[-1] != 3:
@@ -209,6 +217,7 @@ __all__ = [
     "Upsampler",
     "check_choice",
     "check_input",
+    "check_model",
     "check_positive",
     "conv",
     "depth_to_space",

@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from drsan_jax.models import conv, layers
+from drsan_jax.models import layers
 from drsan_jax.models.edsr import mean_shift, torch_conv
 from drsan_jax.models.family import Family
 from drsan_jax.models.layers import masked, upsample_mask
@@ -66,9 +66,7 @@ class LESRCNN(nn.Module):
         return SCALES if self.multi_scale else (self.scale,)
 
     def __post_init__(self):
-        layers.check_choice("LESRCNN", "scale", self.scale, SCALES)
-        layers.check_choice("LESRCNN", "conv_impl", self.conv_impl, conv.IMPLS)
-        layers.check_positive("LESRCNN", self, ("features",))
+        layers.check_model("LESRCNN", self, SCALES, ("features",))
         super().__post_init__()
 
     def _conv(self, features: int, kernel: int, name: str, in_features: int) -> nn.Module:

@@ -5,7 +5,7 @@
     x = lq - mean;  h = conv3x3(3->64)(x)                          shared head
     p = pre_x<s>(h): two 5x5 EDSR residual blocks                  per scale
     res = conv3x3(body(p)) + p: B 3x3 residual blocks + a conv     shared body; skip from p
-    out = conv3x3(64->3)(upsampler_x<s>(res)) + mean               per-scale upsampler, shared output
+    out = conv3x3(64->3)(upsampler_x<s>(res)) + mean               own upsampler, shared output
 
 The `scale` attribute picks the branch that runs; all three branches exist in the parameters
 (they are all built at initialisation). MDSR-baseline: B = 16; MDSR: B = 80.
@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from drsan_jax.models import conv, layers
+from drsan_jax.models import layers
 from drsan_jax.models.edsr import ResBlock, mean_shift, torch_conv
 from drsan_jax.models.family import Family
 from drsan_jax.models.layers import masked, upsample_mask
@@ -74,9 +74,7 @@ class MDSR(nn.Module):
         return SCALES
 
     def __post_init__(self):
-        layers.check_choice("MDSR", "scale", self.scale, SCALES)
-        layers.check_choice("MDSR", "conv_impl", self.conv_impl, conv.IMPLS)
-        layers.check_positive("MDSR", self, ("features", "num_blocks"))
+        layers.check_model("MDSR", self, SCALES, ("features", "num_blocks"))
         super().__post_init__()
 
     @nn.compact

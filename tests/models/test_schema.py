@@ -7,8 +7,8 @@ from drsan_jax.models import build_model, build_model_from_config, normalize_mod
 
 def test_model_configuration_is_completed_from_the_variant():
     config = normalize_model_config({"variant": "48s", "scale": 4})
-    assert config == {"family": "drsan", "variant": "48s", "scale": 4, "features": 48, "num_blocks": 3,
-                      "num_groups": 4, "drm_activation": "none", "use_rsa": True,
+    assert config == {"family": "drsan", "variant": "48s", "scale": 4, "features": 48,
+                      "num_blocks": 3, "num_groups": 4, "drm_activation": "none", "use_rsa": True,
                       "residual": "dynamic", "use_fusion": True, "dtype": "float32"}
     assert build_model_from_config(config) == build_model("48s", 4)
     custom = normalize_model_config({"variant": "32s", "features": 8, "scale": 2})
