@@ -177,6 +177,11 @@ class Upscaler:
         resolved = self.resolve_tile(height, width, tile, overlap, self_ensemble)
         return tiling.num_tiles(height, width, resolved, overlap)
 
+    @property
+    def rsa_blocks(self) -> list[tuple[int, int]]:
+        """The (DRAG k, block n) pairs `inspect` has RSA maps for; empty but for DRSAN."""
+        return _rsa_blocks(self.inference_model.model)
+
     def inspect(self, image: np.ndarray,
                 blocks: Iterable[tuple[int, int]] | None = None) -> Inspection:
         """Runs the whole image once and returns the DRA coefficients and RSA maps, if any.
@@ -193,7 +198,7 @@ class Upscaler:
         """
         image = image_modes.check_image(image)
         model = self.inference_model.model
-        available = _rsa_blocks(model)
+        available = self.rsa_blocks
         blocks = tuple((int(k), int(n)) for k, n in (available if blocks is None else blocks))
         for k, n in blocks:
             if not available:
