@@ -1,9 +1,9 @@
-"""ONNX Runtime (CPU) against JAX: ms per image of an exported DRSAN, and the exported files' sizes.
+"""ONNX Runtime (CPU) against JAX: ms per image of an exported model, and the exported files' sizes.
 
-    python benchmarks/export_bench.py                      # 32s (shipped x2) and 48s (random)
-    python benchmarks/export_bench.py --variants 32s --sizes 120x80,320x180
+    python benchmarks/export_bench.py          # 32s (shipped x2), 48s and LESRCNN (random weights)
+    python benchmarks/export_bench.py --models 32s,edsr-baseline --sizes 120x80,320x180
 
-For each variant the network is exported to ONNX (float32 and float16) and StableHLO in a
+For each model the network is exported to ONNX (float32 and float16) and StableHLO in a
 temporary folder (`drsan_jax.export.export`), and a single image of each LR size (W x H) is
 super-resolved, median over repeats after one warm-up call:
 
@@ -13,7 +13,8 @@ super-resolved, median over repeats after one warm-up call:
 - onnxruntime: `InferenceSession.run` on the float32 file with the CPU execution provider and
   ONNX Runtime's default threads (one per physical core), the exact image size.
 
-Only 32s ships trained weights; 48s runs with random ones (`init_params`), which cost the same.
+Only DRSAN-32s ships trained weights; the others run with random ones (`init_params`), which
+cost the same.
 The 1-minute load average is printed with each row, since the machine may be shared. Nothing is
 asserted; benchmarks/README.md keeps the numbers.
 """
@@ -35,7 +36,8 @@ SIZES = ((120, 80), (320, 180), (512, 384), (1280, 720))  # LR (W, H)
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--variants", default="32s,48s", help="comma-separated DRSAN variants")
+    p.add_argument("--models", "--variants", dest="models", default="32s,48s,lesrcnn",
+                   help="comma-separated model names (drsan_jax.models.MODEL_NAMES, or 32s ...)")
     p.add_argument("--scale", type=int, default=2)
     p.add_argument("--sizes", default=",".join(f"{w}x{h}" for w, h in SIZES),
                    help="comma-separated LR WxH")
@@ -59,7 +61,7 @@ def load_model(variant: str, scale: int):
     from drsan_jax import loading, models, pretrained
 
     name = f"{variant}-x{scale}"
-    if name in pretrained.available():
+    if pretrained.is_model_name(name) and name in pretrained.available():
         return loading.load_model(name), "shipped"
     model = models.build_model(variant, scale)
     params = models.init_params(model, jax.random.key(0))
@@ -84,7 +86,7 @@ def main(argv=None) -> int:
     print(f"jax {jax.__version__} on {jax.device_count()} {jax.default_backend()} device(s), "
           f"onnxruntime {ort.__version__}, {os.cpu_count()} CPUs", flush=True)
     rng = np.random.default_rng(0)
-    for variant in args.variants.split(","):
+    for variant in args.models.split(","):
         inference_model, weights = load_model(variant, args.scale)
         with tempfile.TemporaryDirectory() as folder:
             files = {
@@ -102,7 +104,7 @@ def main(argv=None) -> int:
             session = ort.InferenceSession(str(files["onnx fp32"]),
                                            providers=["CPUExecutionProvider"])
             predictor = Predictor(inference_model.model, inference_model.params)
-            print("| variant | LR (W x H) | JAX ms | JAX compile s | ORT ms | JAX / ORT | load |")
+            print("| model | LR (W x H) | JAX ms | JAX compile s | ORT ms | JAX / ORT | load |")
             for width, height in sizes:
                 lq = rng.random((height, width, 3), np.float32)
                 start = time.perf_counter()
