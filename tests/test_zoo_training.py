@@ -72,14 +72,18 @@ def test_multi_scale_training_visits_every_scale_and_resumes_exactly(
     assert sorted(set(draws)) == [2, 3, 4], draws
     name = "mdsr_baseline"
     whole = tmp_path / "whole"
+    compiled_before = training.train_step._cache_size()
+    # 10-pixel patches, which no other test uses: every program this run needs is new.
     training.train_and_evaluate(
         _config(configs_module, name, train_images, benchmark, 4, seed=MULTI_SCALE_SEED,
-                checkpoint_every_steps=4), str(whole))
+                checkpoint_every_steps=4, patch_size=10), str(whole))
+    # One train_step program per scale, however the scales alternate.
+    assert training.train_step._cache_size() - compiled_before == 3
     split = tmp_path / "split"
     for steps in (2, 4):
         training.train_and_evaluate(
             _config(configs_module, name, train_images, benchmark, steps,
-                    seed=MULTI_SCALE_SEED), str(split))
+                    seed=MULTI_SCALE_SEED, patch_size=10), str(split))
     a, b = checkpoints.load(whole).params, checkpoints.load(split).params
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
