@@ -157,7 +157,7 @@ def save_params_for_inference(
     step: int | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Writes a checkpoint that `load_for_inference` reads, without any training state.
+    """Writes a checkpoint that `load` reads, without any training state.
 
     It is one step folder of the training layout with `params/` and `meta/` only.
 
