@@ -1,6 +1,6 @@
 """Scores DRSAN (or bicubic) on the SR benchmarks, as the published tables do.
 
-    python eval.py --ckpt runs/drsan48s_x2 --datasets Set5,Set14,B100,Urban100
+    python eval.py --ckpt runs/drsan48s_x2 --datasets Set5,Set14,B100
     python eval.py --method bicubic --scale 4 --datasets Set5,Set14,B100 --output_json b.json
 
 Kept short on purpose: it parses flags and calls `drsan_jax.evaluation.evaluate_and_report`,

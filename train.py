@@ -1,4 +1,7 @@
-"""Trains DRSAN: `python train.py --config configs/drsan48s.py --workdir runs/drsan48s_x2`.
+"""Trains DRSAN or a baseline of the zoo:
+
+    python train.py --config configs/drsan48s.py --workdir runs/drsan48s_x2 \\
+        --config.train_data=../shared/data/train/T91,../shared/data/train/BSD200
 
 Kept short on purpose: it parses flags and calls `drsan_jax.training.train_and_evaluate`, which
 documents what happens. Rerunning the same command resumes from the latest checkpoint in

@@ -6,9 +6,11 @@ baseline replaces `config.model` with its family's fields (`model_fields`). Over
 from the command line, e.g.
 
     python train.py --config configs/drsan48s.py --workdir runs/drsan48s_x2 \
+        --config.train_data=../shared/data/train/T91,../shared/data/train/BSD200 \
         --config.scale=3 --config.batch_size=32
 
-Relative paths are relative to the working directory.
+Relative paths are relative to the working directory. `train_data` has no default: every
+command names its training images.
 """
 
 import dataclasses
