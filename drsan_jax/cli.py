@@ -142,7 +142,9 @@ def absl_flags_parser(prog: str, config_flag: str = "config",
         from absl import flags
 
         try:
-            return flags.FLAGS(argv)
+            args = flags.FLAGS(argv)
+            _check_config_loaded(argv, config_flag)
+            return args
         except flags.Error as error:
             if _wants_verbose(argv):
                 raise
@@ -155,6 +157,26 @@ def absl_flags_parser(prog: str, config_flag: str = "config",
         sys.exit(USAGE)
 
     return parse
+
+
+def _check_config_loaded(argv: Sequence[str], config_flag: str) -> None:
+    """Raises flags.Error for a config file that did not load.
+
+    ml_collections defers that error to the first use of the config, and then names the file
+    only as "config_config".
+    """
+    from absl import flags
+
+    config = flags.FLAGS[config_flag].value if config_flag in flags.FLAGS else None
+    if config is None:
+        return
+    try:
+        config.keys()
+    except OSError as error:
+        lines = [line.strip() for line in str(error.__cause__ or error).splitlines()]
+        reason = [line for line in lines if line][-1]
+        raise flags.Error(f"--{config_flag}={_flag_value(argv, config_flag)}: cannot load it "
+                          f"({reason})") from error
 
 
 def unknown_config_key(argv: Sequence[str], config_flag: str = "config",

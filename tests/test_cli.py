@@ -118,3 +118,15 @@ def test_absl_flags_parser_reports_an_unknown_key_in_one_line(config_file, monke
     monkeypatch.setattr(sys, "argv", [*argv, "--verbose"])
     with pytest.raises(AttributeError):
         parse([*argv, "--verbose"])
+
+
+def test_a_config_file_that_does_not_exist_is_one_line(config_file, monkeypatch, capsys):
+    # ml_collections defers this error to the config's first use, naming it "config_config".
+    missing = config_file.parent / "nowhere.py"
+    argv = ["train.py", f"--config={missing}"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_:
+        cli.absl_flags_parser("train.py")(argv)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (f"train.py: error: --config={missing}: cannot load it "
+                                       f"([Errno 2] No such file or directory: '{missing}')\n")
