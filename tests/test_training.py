@@ -367,6 +367,26 @@ def test_mistakes_before_training_are_one_line_and_write_nothing(case, expected,
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_run_that_fails_before_training_leaves_no_folders(configs_module, train_images,
+                                                            benchmark, tmp_path):
+    # A PNG by its first bytes that cannot be decoded: found only once the data is prepared,
+    # after the workdir and its checkpoints/ folder were made.
+    folder = tmp_path / "images"
+    shutil.copytree(train_images / "hr", folder)
+    (folder / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n and nothing more")
+    config = _tiny_config(configs_module, train_images, benchmark)
+    config.unlock()
+    config.update(train_data=str(folder), cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="1 training image.* cannot be used; .*cut.png"):
+        training.train_and_evaluate(config, str(tmp_path / "runs" / "x2"))
+    assert not (tmp_path / "runs").exists()
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    with pytest.raises(ValueError, match="cut.png"):
+        training.train_and_evaluate(config, str(existing))
+    assert [p.name for p in existing.iterdir()] == [workdir_lib.LOCK_NAME]
+
+
 def test_a_read_only_workdir_is_one_line(tmp_path, train_images):
     workdir = tmp_path / "run"
     workdir.mkdir()
