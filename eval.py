@@ -1,18 +1,22 @@
 """Scores DRSAN (or bicubic) on the SR benchmarks, as the published tables do.
 
-    python eval.py --ckpt runs/drsan48s_x2 --datasets Set5,Set14,B100,Urban100
+    python eval.py --ckpt runs/drsan48s_x2 --datasets Set5,Set14,B100
     python eval.py --method bicubic --scale 4 --datasets Set5,Set14,B100 --output_json b.json
 
 Kept short on purpose: it parses flags and calls `drsan_jax.evaluation.evaluate_and_report`,
-which documents the data layout, the protocols and the JSON it writes.
+which documents the data layout, the protocols and the JSON it writes. A mistake (a bad flag,
+a missing or damaged checkpoint, a dataset that is not there) is one line on stderr with exit
+status 2; --verbose prints the whole traceback instead (`drsan_jax.cli`).
 """
 
-import sys
+import functools
 from pathlib import Path
 
 from absl import app, flags
 
-from drsan_jax import data, evaluation
+from drsan_jax import cli, data, evaluation
+
+PROG = "eval.py"
 
 flags.DEFINE_string("ckpt", None, "Checkpoint: a training workdir, its checkpoints/ folder, "
                     "one step folder, or a shipped model's name such as 32s-x2. Sets the model, "
@@ -34,23 +38,24 @@ flags.DEFINE_string("save_images", None, "Write the SR images to DIR/x<scale>/<d
 flags.DEFINE_bool("self_ensemble", False, "Average the 8 flips and quarter turns (EDSR '+').")
 flags.DEFINE_bool("exact_shapes", False, "Plain whole-image inference, one compilation per image "
                   "size, to check the size-bucketed default against.")
+cli.define_verbose_flag()
 FLAGS = flags.FLAGS
 
 
 def main(argv):
+    return cli.run(PROG, FLAGS.verbose, functools.partial(_evaluate, argv))
+
+
+def _evaluate(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        evaluation.evaluate_and_report(
-            ckpt=FLAGS.ckpt, method=FLAGS.method, datasets=FLAGS.datasets, scale=FLAGS.scale,
-            data_dir=FLAGS.data_dir, repo_root=Path(__file__).resolve().parent,
-            protocol=FLAGS.protocol, per_image=FLAGS.per_image, output_json=FLAGS.output_json,
-            save_images=FLAGS.save_images, self_ensemble=FLAGS.self_ensemble,
-            exact_shapes=FLAGS.exact_shapes)
-    except (evaluation.EvaluationError, data.BenchmarkError, data.ImageReadError,
-            FileNotFoundError) as e:
-        sys.exit(f"eval.py: error: {e}")
+        raise cli.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    evaluation.evaluate_and_report(
+        ckpt=FLAGS.ckpt, method=FLAGS.method, datasets=FLAGS.datasets, scale=FLAGS.scale,
+        data_dir=FLAGS.data_dir, repo_root=Path(__file__).resolve().parent,
+        protocol=FLAGS.protocol, per_image=FLAGS.per_image, output_json=FLAGS.output_json,
+        save_images=FLAGS.save_images, self_ensemble=FLAGS.self_ensemble,
+        exact_shapes=FLAGS.exact_shapes)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.absl_flags_parser(PROG))

@@ -6,9 +6,11 @@ baseline replaces `config.model` with its family's fields (`model_fields`). Over
 from the command line, e.g.
 
     python train.py --config configs/drsan48s.py --workdir runs/drsan48s_x2 \
+        --config.train_data=../shared/data/train/T91,../shared/data/train/BSD200 \
         --config.scale=3 --config.batch_size=32
 
-Relative paths are relative to the working directory.
+Relative paths are relative to the working directory. `train_data` has no default: every
+command names its training images.
 """
 
 import dataclasses
@@ -68,8 +70,10 @@ def get_config() -> ml_collections.ConfigDict:
     # step at a scale drawn uniformly; this is then the scale its checkpoints run at by default.
     config.scale = 2
     # Training images, comma-separated: HR folders, a DIV2K folder (DIV2K_train_HR/ and, if
-    # present, DIV2K_train_LR_bicubic/X<s>/), or tfds:div2k. The paper trains on DIV2K.
-    config.train_data = "data/DIV2K"
+    # present, DIV2K_train_LR_bicubic/X<s>/), or tfds:div2k. Required: no default, since the
+    # data decides what the model learns (the shipped models: ../shared/data/train/T91 and
+    # ../shared/data/train/BSD200; the paper: DIV2K).
+    config.train_data = config_dict.placeholder(str)
     # Where decoded HR and bicubic LR training images are cached as .npy (made once, reused).
     config.cache_dir = "~/.cache/drsan_jax"
     # Benchmark root for validation during training, laid out as HR/<set>/ and x<s>/<set>/.

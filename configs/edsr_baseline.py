@@ -5,7 +5,8 @@ halved at step 200,000, 300,000 steps, PyTorch's default initialisation. x2 from
 and x4 start from the trained x2 (every layer whose shape matches is copied):
 
     python train.py --config configs/edsr_baseline.py --workdir runs/edsr_baseline_x3 \\
-        --config.scale=3 --config.init_from=runs/edsr_baseline_x2
+        --config.scale=3 --config.init_from=runs/edsr_baseline_x2 \\
+        --config.train_data=../shared/data/train/T91,../shared/data/train/BSD200
 """
 
 import ml_collections

@@ -21,6 +21,7 @@ reads a step folder or a workdir.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -32,9 +33,11 @@ from absl import logging
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
+from drsan_jax import compact
 from drsan_jax.models import (
     InferenceModel,
     build_model_from_config,
+    model_name,
     normalize_model_config,
     param_shapes,
 )
@@ -42,12 +45,21 @@ from drsan_jax.models import (
 CHECKPOINTS_SUBDIR = "checkpoints"
 FORMAT = "drsan-jax checkpoint 1"
 _ITEMS = ("params", "opt_state", "meta")
+# Room a save needs beyond its arrays: metadata, the JSON meta, Orbax's own files.
+_SAVE_MARGIN = 1 << 20
 _EXPECTED = ("expected a training workdir (holding checkpoints/<step>/), its checkpoints/ "
              "folder, or one step folder holding params/ and meta/")
 
 
 def _psnr(metrics: dict[str, Any]) -> float:
     return float(metrics["psnr"])
+
+
+class CheckpointSaveError(OSError):
+    """A checkpoint that could not be written (a full disk, a permission lost mid-run).
+
+    Orbax writes each step under a temporary name, so the steps saved before are intact.
+    """
 
 
 class TrainingCheckpoints:
@@ -97,11 +109,14 @@ class TrainingCheckpoints:
           meta: JSON-serialisable metadata (see the module docstring).
           metrics: validation results, {"psnr": ...} at least, if this step was validated.
         """
-        self.manager.save(step, args=ocp.args.Composite(
-            params=ocp.args.StandardSave(params),
-            opt_state=ocp.args.StandardSave(opt_state),
-            meta=ocp.args.JsonSave(meta),
-        ), metrics=metrics, force=True)
+        self._check_room(step, (params, opt_state))
+        # A background save that failed since the last call raises here.
+        with self._reporting_save_errors():
+            self.manager.save(step, args=ocp.args.Composite(
+                params=ocp.args.StandardSave(params),
+                opt_state=ocp.args.StandardSave(opt_state),
+                meta=ocp.args.JsonSave(meta),
+            ), metrics=metrics, force=True)
 
     def restore(self, step: int, abstract_params: Any, abstract_opt_state: Any
                 ) -> tuple[Any, Any, dict[str, Any]]:
@@ -127,12 +142,69 @@ class TrainingCheckpoints:
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
     def wait(self) -> None:
-        """Blocks until the background saves are on disk."""
-        self.manager.wait_until_finished()
+        """Blocks until the background saves are on disk.
+
+        Raises:
+          CheckpointSaveError: a save failed.
+        """
+        with self._reporting_save_errors():
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
-        """Finishes the background saves and releases the manager."""
-        self.manager.close()
+        """Finishes the background saves and releases the manager.
+
+        Raises:
+          CheckpointSaveError: a save failed.
+        """
+        with self._reporting_save_errors():
+            self.manager.close()
+
+    def _check_room(self, step: int, trees: Any) -> None:
+        """Raises CheckpointSaveError before a save that cannot succeed.
+
+        A folder that is no longer writable, or a disk without room for the arrays, is found
+        here rather than by Orbax's background threads: when those fail to create the step's
+        folder, the others wait minutes for it before the process can end.
+        """
+        problem = None
+        if not os.access(self.directory, os.W_OK):
+            problem = "the folder is no longer writable"
+        else:
+            needed = sum(leaf.nbytes for leaf in jax.tree.leaves(trees)) + _SAVE_MARGIN
+            free = shutil.disk_usage(self.directory).free
+            if free < needed:
+                problem = (f"{free / 1e6:.1f} MB free on its disk, and a checkpoint needs about "
+                           f"{needed / 1e6:.1f} MB")
+        if problem:
+            raise CheckpointSaveError(self._save_failure(f"step {step}", problem))
+
+    def _save_failure(self, what: str, reason: str) -> str:
+        latest = _finished_steps(self.directory)
+        kept = (f"the last complete checkpoint is step {latest[-1]}, and rerunning resumes from "
+                f"it" if latest else "no checkpoint was completed yet")
+        return f"cannot save {what} to {self.directory} ({reason}); training stopped; {kept}"
+
+    @contextlib.contextmanager
+    def _reporting_save_errors(self):
+        """Turns the error of a failed save into one `CheckpointSaveError` naming the folder.
+
+        Orbax and TensorStore report a failed write as an OSError or a ValueError (TensorStore's
+        status errors), often from the background thread at the next call, so the step it was
+        saving is not known here.
+        """
+        try:
+            yield
+        except (OSError, ValueError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointSaveError(self._save_failure("a checkpoint", reason)) from e
+
+
+def _finished_steps(directory: Path) -> list[int]:
+    """The complete checkpoints in a checkpoints folder, by step."""
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir()
+                  if p.name.isdigit() and _is_step_dir(p))
 
 
 def _remove_unfinished_saves(directory: Path) -> None:
@@ -228,6 +300,20 @@ def _best_step(root: Path) -> int | None:
         return manager.best_step()
 
 
+def _params_metadata(step_dir: Path) -> Any:
+    """The shapes and dtypes stored in a step's params/, read without reading the arrays."""
+    handler = ocp.StandardCheckpointHandler()
+    try:
+        return handler.metadata(step_dir / "params")
+    finally:
+        handler.close()
+
+
+def _flat_name(key_path: tuple[Any, ...]) -> str:
+    """"DRAG_0/DRM/conv_in/kernel" from a JAX key path of dictionary keys."""
+    return compact.SEPARATOR.join(str(getattr(k, "key", k)) for k in key_path)
+
+
 def _is_step_dir(path: Path) -> bool:
     """A complete (renamed after writing) step folder with parameters and metadata."""
     return ((path / "params").is_dir() and (path / "meta").is_dir()
@@ -258,9 +344,20 @@ def load(path: str | os.PathLike, which: str = "latest") -> InferenceModel:
             raise ValueError(f"{step_dir}/meta is not drsan-jax checkpoint metadata")
         config = normalize_model_config(meta["model"])
         model = build_model_from_config(config)
+        shapes = param_shapes(model)
+        # Checked before restoring: Orbax, asked for arrays of other shapes, fails one read and
+        # abandons the others' coroutines, which Python then reports as unraisable exceptions.
+        stored = _params_metadata(step_dir)
+        problem = compact.shape_mismatch(
+            {k: tuple(v.shape) for k, v in compact.flatten(shapes).items()},
+            {_flat_name(k): tuple(v.shape)
+             for k, v in jax.tree_util.tree_flatten_with_path(getattr(stored, "tree", stored))[0]})
+        if problem:
+            raise ValueError(f"{step_dir}: its parameters do not fit the model its meta/ "
+                             f"describes, {model_name(config)} x{config['scale']}: {problem}")
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         abstract = jax.tree.map(
-            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), param_shapes(model))
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
         params = checkpointer.restore(
             step_dir, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract))).params
     step = meta.get("step")

@@ -115,17 +115,25 @@ def to_params(flat: dict[str, np.ndarray], expected_shapes: Any, source: str) ->
       WeightsError: missing, unexpected or wrongly shaped parameters, all named.
     """
     expected = {k: tuple(v.shape) for k, v in flatten(expected_shapes).items()}
-    got = {k: tuple(v.shape) for k, v in flat.items()}
-    if expected != got:
-        missing = sorted(set(expected) - set(got))
-        unexpected = sorted(set(got) - set(expected))
-        wrong = [f"{k} {got[k]} (expected {expected[k]})"
-                 for k in sorted(set(expected) & set(got)) if expected[k] != got[k]]
-        raise WeightsError(f"{source}: the weights do not fit the model: missing {missing[:3]}"
-                           f"{' ...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}"
-                           f"{' ...' if len(unexpected) > 3 else ''}, wrong shapes {wrong[:3]}")
+    problem = shape_mismatch(expected, {k: tuple(v.shape) for k, v in flat.items()})
+    if problem:
+        raise WeightsError(f"{source}: the weights do not fit the model: {problem}")
     return unflatten({k: np.asarray(v, np.float32) for k, v in flat.items()})
 
 
+def shape_mismatch(expected: dict[str, tuple[int, ...]], got: dict[str, tuple[int, ...]]
+                   ) -> str | None:
+    """How stored parameter shapes differ from a model's ({flat name: shape}), or None."""
+    if expected == got:
+        return None
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    wrong = [f"{k} {got[k]} (expected {expected[k]})"
+             for k in sorted(set(expected) & set(got)) if expected[k] != got[k]]
+    return (f"missing {missing[:3]}{' ...' if len(missing) > 3 else ''}, unexpected "
+            f"{unexpected[:3]}{' ...' if len(unexpected) > 3 else ''}, wrong shapes {wrong[:3]}"
+            f"{' ...' if len(wrong) > 3 else ''}")
+
+
 __all__ = ["FORMAT", "STORAGE_DTYPES", "SUFFIX", "WeightsError", "encode", "flatten", "read",
-           "to_params", "unflatten", "write"]
+           "shape_mismatch", "to_params", "unflatten", "write"]

@@ -9,8 +9,9 @@ checkpoint folder, a shipped name, a compact file); OUT is a self-describing `.n
 (`drsan_jax.compact`) that later loads skip the mapping for: `eval.py --ckpt OUT`,
 `python -m drsan_jax.upscale --ckpt OUT`, `drsan_jax.load(OUT)`, `--config.init_from=OUT`.
 float32 (the default) stores the parameters exactly; float16 halves the file. A multi-scale
-model is stored whole, every scale's branch. Problems are one line on stderr with exit status 2,
-and OUT is written completely or not at all; an existing OUT is kept unless --force.
+model is stored whole, every scale's branch. Problems are one line on stderr with exit status 2
+(--verbose: the traceback, `drsan_jax.cli`), and OUT is written completely or not at all; an
+existing OUT is kept unless --force.
 """
 
 from __future__ import annotations
@@ -19,21 +20,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from drsan_jax import compact, runtime
+from drsan_jax import cli, compact, runtime
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line on stderr (exit 2), without the usage block."""
-
-    def error(self, message: str):  # noqa: D102 - argparse's hook
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
-def parse_args(argv: list[str] | None) -> tuple[_Parser, argparse.Namespace]:
+def parse_args(argv: list[str] | None) -> tuple[cli.ArgumentParser, argparse.Namespace]:
     """The command line (see --help)."""
-    parser = _Parser(prog="python -m drsan_jax.convert",
-                     description="Convert weights to drsan-jax's compact .npz format.")
+    parser = cli.ArgumentParser(prog="python -m drsan_jax.convert",
+                                description="Convert weights to drsan-jax's compact .npz format.")
     parser.add_argument("input", help="a .pth/.pt/.safetensors file, a checkpoint folder, a "
                                       "shipped model's name or a compact .npz")
     parser.add_argument("output", type=Path, help="the .npz file to write")
@@ -51,6 +44,10 @@ def parse_args(argv: list[str] | None) -> tuple[_Parser, argparse.Namespace]:
 def main(argv: list[str] | None = None) -> int:
     """Runs the command; returns the exit status."""
     parser, args = parse_args(argv)
+    return cli.run(parser.prog, args.verbose, lambda: _convert(parser, args))
+
+
+def _convert(parser: cli.ArgumentParser, args: argparse.Namespace) -> int:
     output: Path = args.output
     if output.suffix != compact.SUFFIX:
         parser.error(f"{output}: the output must be a {compact.SUFFIX} file")
@@ -61,10 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime.configure()
     from drsan_jax import loading  # JAX starts here, after the checks above
 
-    try:
-        loaded = loading.load_model(args.input, args.which, model=args.model)
-    except (FileNotFoundError, ValueError) as e:  # torch_io.WeightFileError is a ValueError
-        parser.error(str(e).splitlines()[0])
+    loaded = loading.load_model(args.input, args.which, model=args.model)
     extra = {**(loaded.extra or {}), "converted_from": str(args.input)}
     compact.write(output, loaded.params, loaded.config, storage_dtype=args.dtype,
                   step=loaded.step, extra=extra)

@@ -31,7 +31,8 @@ and renamed when complete. The export traces the network with XLA's own convolut
 
 `export` is the library function; `main` the command line, which reports a bad request (an
 unknown format, a missing optional package, a missing checkpoint or output folder, an option the
-format cannot take) as one line on stderr with exit status 2, before loading anything.
+format cannot take) as one line on stderr with exit status 2, before loading anything, and a
+converter's own failure as one line with status 1 (--verbose: the traceback, `drsan_jax.cli`).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from drsan_jax import model_card, onnx_runtime, tiling
+from drsan_jax import cli, model_card, onnx_runtime, tiling
 
 FORMATS = ("onnx", "tflite", "stablehlo")
 LAYOUTS = onnx_runtime.LAYOUTS
@@ -302,17 +303,10 @@ def export(
     return card
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but every error is one line on stderr (exit 2), without the usage block."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def parse_args(argv: list[str] | None) -> tuple[_Parser, argparse.Namespace]:
+def parse_args(argv: list[str] | None) -> tuple[cli.ArgumentParser, argparse.Namespace]:
     """The command line's flags (see --help). Values are checked by `check_request`."""
-    parser = _Parser(prog="python -m drsan_jax.export",
-                     description="Export a trained model to ONNX, TFLite or StableHLO.")
+    parser = cli.ArgumentParser(prog="python -m drsan_jax.export",
+                                description="Export a trained model to ONNX, TFLite or StableHLO.")
     parser.add_argument("--ckpt", default=None,
                         help="a shipped model name such as 32s-x2, a training workdir, a "
                              "checkpoint step folder or a weights file (.npz, .pth; default: "
@@ -337,33 +331,32 @@ def parse_args(argv: list[str] | None) -> tuple[_Parser, argparse.Namespace]:
 def main(argv: list[str] | None = None) -> int:
     """Runs the command; returns the exit status (2: a bad request, 1: the export failed)."""
     parser, args = parse_args(argv)
+    return cli.run(parser.prog, args.verbose, lambda: _export(args))
+
+
+def _export(args: argparse.Namespace) -> int:
     from drsan_jax import loading, pretrained
 
-    try:
-        check_request(args.format, args.output, args.layout, args.precision, args.opset)
-        check_dependencies(args.format)
-    except ExportError as e:
-        parser.error(str(e))
+    check_request(args.format, args.output, args.layout, args.precision, args.opset)
+    check_dependencies(args.format)
     ckpt = args.ckpt
     if ckpt is None:
         try:
             ckpt = pretrained.default_for_scale(2 if args.scale is None else args.scale)
         except pretrained.PretrainedError as e:
-            parser.error(f"--scale {args.scale}: {e}")
+            raise cli.UsageError(f"--scale {args.scale}: {e}") from e
     try:
         inference_model = loading.load_model(ckpt, args.which, args.scale)
     except (FileNotFoundError, ValueError) as e:
-        parser.error(f"--ckpt {ckpt}: cannot load a model: {str(e).splitlines()[0]}")
+        raise cli.UsageError(f"--ckpt {ckpt}: cannot load a model: {cli.first_line(e)}") from e
     try:
         card = export(inference_model, args.format, args.output, layout=args.layout,
                       precision=args.precision, opset=args.opset)
-    except ExportError as e:
-        parser.error(str(e))
-    except Exception as e:  # a converter's own failure: say which, in one line
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"{parser.prog}: error: --format {args.format}: the export of {ckpt} failed: "
-              f"{first}", file=sys.stderr)
-        return 1
+    except ExportError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a converter's own failure, whatever its type
+        raise cli.Failed(f"--format {args.format}: the export of {ckpt} failed: "
+                         f"{cli.first_line(e)}") from e
     resource = card["resources"][0]
     print(f"wrote {args.output} ({resource['size'] / 1e6:.2f} MB, sha256 "
           f"{resource['sha256'][:12]}) and {model_card.card_path(args.output)}", file=sys.stderr)

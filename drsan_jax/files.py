@@ -33,7 +33,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
       `path`, as a `Path`.
 
     Raises:
-      Whatever `write` raises; the temporary file is removed first, and `path` is untouched.
+      Whatever `write` raises; the temporary file is removed first, and `path` is untouched. An
+      OSError about the temporary file (a folder that is not writable, a full disk) is raised
+      again naming `path`, the file the caller asked for.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,8 +45,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())  # on disk before the rename, so a crash cannot leave it empty
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename == str(tmp):
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     return path
 

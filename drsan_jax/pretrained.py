@@ -20,10 +20,16 @@ short names included: "32s-x2"). Everything that accepts a checkpoint (`eval.py 
 `python -m drsan_jax.upscale --ckpt`, `drsan_jax.load`) accepts these names through
 `drsan_jax.loading`. Maintainers add a model with the command line of this module:
 
-    python -m drsan_jax.pretrained export --ckpt runs/32s_x2 --name 32s-x2 --data "T91+BSD200"
+    python -m drsan_jax.pretrained export --ckpt runs/32s_x2 --name 32s-x2 --data "T91+BSD200" \
+        --into_package
     python eval.py --ckpt 32s-x2 --datasets Set5,Set14,B100 --protocol both --output_json e.json
     python -m drsan_jax.pretrained record-eval --name 32s-x2 e.json
     python -m drsan_jax.pretrained table      # the README's table, from the manifest
+
+Anyone else exports to a folder of their own (`--output_dir DIR`: `DIR/<name>.npz`, which
+`--ckpt DIR/<name>.npz` loads, and `DIR/manifest.json`); one of the two flags is required, so
+that the shipped weights are never replaced by accident, and an existing name is kept unless
+`--force`.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from drsan_jax import checkpoints, compact, files
+from drsan_jax import checkpoints, cli, compact, files
 from drsan_jax.models import MODEL_NAMES, VARIANTS, InferenceModel, build_model_from_config
 from drsan_jax.models import normalize_model_config, param_shapes
 
@@ -154,31 +160,44 @@ def export(
     ckpt: str | os.PathLike,
     name: str,
     *,
+    directory: str | os.PathLike,
     storage_dtype: str = "float16",
     which: str = "latest",
     data: str = "",
     command: str = "",
     notes: str = "",
-    directory: str | os.PathLike | None = None,
+    force: bool = False,
 ) -> Path:
-    """Stores a checkpoint's parameters as the shipped model `name`, with a manifest entry.
-
-    An existing entry of that name is replaced (its evaluation results too, since they no
-    longer describe the new weights).
+    """Stores a checkpoint's parameters as the model `name` of a folder, with a manifest entry.
 
     Args:
       ckpt: a training workdir or step folder (see `checkpoints.load`).
       name: the shipped name; must be "<variant>-x<scale>" of the checkpoint's model.
+      directory: where to write: `PRETRAINED_DIR` for the package's shipped models, else any
+        folder (created if needed).
       storage_dtype: "float16" (half the size) or "float32".
       which: "latest" or "best" step of a workdir.
       data, command, notes: how the weights were trained, for the manifest.
-      directory: where to write; default: the package's.
+      force: replace an existing model of that name (its evaluation results go too, since
+        they no longer describe the new weights); without it, an existing one is an error.
 
     Returns:
-      The weights file written.
+      The weights file written: a self-describing compact file (`compact`), which also loads
+      by its path.
+
+    Raises:
+      PretrainedError: a bad dtype or name, an existing name without `force`, or a
+        manifest.json in `directory` that is not drsan-jax's; nothing is written then.
     """
     if storage_dtype not in STORAGE_DTYPES:
         raise PretrainedError(f"storage dtype {storage_dtype!r}: expected one of {STORAGE_DTYPES}")
+    directory = Path(directory)
+    existing = read_manifest(directory)["models"] if directory.is_dir() else {}
+    if not force and (name in existing or (directory / f"{name}.npz").exists()):
+        shipped = " (a shipped model)" if directory.resolve() == PRETRAINED_DIR else ""
+        raise PretrainedError(f"{name} already exists in {directory}{shipped}; pass --force to "
+                              f"replace its weights and drop its manifest entry, or choose "
+                              f"another --output_dir")
     loaded = checkpoints.load(ckpt, which)
     valid = {f"{loaded.name}-x{loaded.scale}"}
     if loaded.family.name == "drsan" and loaded.variant:
@@ -186,10 +205,10 @@ def export(
     if name not in valid:
         raise PretrainedError(f"{ckpt} holds a {loaded.name} x{loaded.scale} model; name it "
                               f"{' or '.join(sorted(valid))}, not {name}")
-    directory = Path(directory or PRETRAINED_DIR)
     directory.mkdir(parents=True, exist_ok=True)
+    meta = {"model": loaded.config, "step": loaded.step, "extra": {"pretrained": name}}
     path = files.atomic_write_bytes(directory / f"{name}.npz",
-                                    compact.encode(loaded.params, storage_dtype))
+                                    compact.encode(loaded.params, storage_dtype, meta))
     config = dict(loaded.training_config or {})
     manifest = read_manifest(directory)
     manifest["models"][name] = {
@@ -276,13 +295,21 @@ def markdown_table(protocol: str = "drsan", datasets: tuple[str, ...] = ("Set5",
 
 def main(argv: list[str] | None = None) -> int:
     """The maintainers' command line (see the module docstring)."""
-    parser = argparse.ArgumentParser(prog="python -m drsan_jax.pretrained",
-                                     description="List, add and describe the shipped models.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = cli.ArgumentParser(prog="python -m drsan_jax.pretrained", verbose=False,
+                                description="List, add and describe the shipped models.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=cli.ArgumentParser)
     sub.add_parser("list", help="the shipped models")
-    exp = sub.add_parser("export", help="store a checkpoint as a shipped model")
+    exp = sub.add_parser("export", help="store a checkpoint as a model with a manifest entry")
     exp.add_argument("--ckpt", required=True, help="training workdir or step folder")
     exp.add_argument("--name", required=True, help="<variant>-x<scale>, e.g. 32s-x2")
+    where = exp.add_mutually_exclusive_group(required=True)
+    where.add_argument("--output_dir", type=Path,
+                       help="write DIR/<name>.npz (loads with --ckpt DIR/<name>.npz) and add "
+                            "its entry to DIR/manifest.json")
+    where.add_argument("--into_package", action="store_true",
+                       help=f"maintainers: add it to the shipped models in {PRETRAINED_DIR}")
+    exp.add_argument("--force", action="store_true",
+                     help="replace a model of that name (and drop its evaluation results)")
     exp.add_argument("--which", choices=("latest", "best"), default="latest")
     exp.add_argument("--dtype", choices=STORAGE_DTYPES, default="float16")
     exp.add_argument("--data", default="", help="the training data, for the manifest")
@@ -296,23 +323,25 @@ def main(argv: list[str] | None = None) -> int:
     tab = sub.add_parser("table", help="print the README's Markdown table")
     tab.add_argument("--protocol", default="drsan")
     args = parser.parse_args(argv)
-    try:
-        if args.command == "list":
-            for name, entry in read_manifest()["models"].items():
-                print(f"{name}: {entry['training'].get('steps')} steps on "
-                      f"{entry['training'].get('data')}, {entry['storage_dtype']}")
-        elif args.command == "export":
-            path = export(args.ckpt, args.name, storage_dtype=args.dtype, which=args.which,
-                          data=args.data, command=args.train_command, notes=args.notes)
-            print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
-        elif args.command == "record-eval":
-            record_eval(args.name, args.json, reference=args.reference)
-        else:
-            print(markdown_table(args.protocol))
-    except (PretrainedError, FileNotFoundError) as e:
-        print(f"python -m drsan_jax.pretrained: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.run(parser.prog, args.verbose, lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.command == "list":
+        for name, entry in read_manifest()["models"].items():
+            print(f"{name}: {entry['training'].get('steps')} steps on "
+                  f"{entry['training'].get('data')}, {entry['storage_dtype']}")
+    elif args.command == "export":
+        directory = PRETRAINED_DIR if args.into_package else args.output_dir
+        path = export(args.ckpt, args.name, directory=directory, storage_dtype=args.dtype,
+                      which=args.which, data=args.data, command=args.train_command,
+                      notes=args.notes, force=args.force)
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB) and its entry in "
+              f"{path.parent / MANIFEST_NAME}")
+    elif args.command == "record-eval":
+        record_eval(args.name, args.json, reference=args.reference)
+    else:
+        print(markdown_table(args.protocol))
 
 
 if __name__ == "__main__":

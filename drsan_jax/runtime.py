@@ -117,6 +117,34 @@ def default_cpu_devices(batch_size: int | None = None, cores: int | None = None)
     return max(n for n in range(1, cores + 1) if batch_size % n == 0)
 
 
+def _warn_if_batch_wastes_cores(batch_size: int | None, count: int) -> None:
+    """Says so when the batch leaves cores idle on a machine that trains on its CPU."""
+    cores = usable_cores()
+    if not batch_size or count >= cores or _may_have_accelerator():
+        return
+    logging.warning(
+        "--config.batch_size=%d does not divide over %d CPU devices (one per core); training "
+        "on %d device%s, about %d/%d of the speed; use a batch size divisible by %d (e.g. "
+        "--config.batch_size=%d), or set %s=N to choose the device count yourself",
+        batch_size, cores, count, "" if count == 1 else "s", count, cores, cores,
+        max(1, round(batch_size / cores)) * cores, CPU_DEVICES_ENV)
+
+
+def _may_have_accelerator() -> bool:
+    """Whether JAX may pick a GPU or TPU here, where the CPU device count does not matter.
+
+    Read without starting JAX: JAX_PLATFORMS, else whether a GPU/TPU plugin is installed.
+    """
+    platforms = os.environ.get("JAX_PLATFORMS", "").strip()
+    if platforms:
+        return platforms.split(",")[0].strip() != "cpu"
+    import importlib.metadata
+    import importlib.util
+
+    return bool(importlib.metadata.entry_points(group="jax_plugins")) or any(
+        importlib.util.find_spec(name) is not None for name in ("jax_plugins", "libtpu"))
+
+
 def _flag_count(flags: str) -> int | None:
     match = re.search(_DEVICE_COUNT_FLAG + r"=(\d+)", flags)
     return int(match.group(1)) if match else None
@@ -162,6 +190,7 @@ def configure_cpu_devices(count: int | None = None, batch_size: int | None = Non
         else:
             source = "default"
             count = default_cpu_devices(batch_size)
+            _warn_if_batch_wastes_cores(batch_size, count)
     if not isinstance(count, int) or count < 1:
         raise ValueError(f"CPU device count must be a positive integer, got {count!r}")
     if _backend_initialised():
@@ -191,7 +220,9 @@ def configure(batch_size: int | None = None, cpu_devices: int | None = None,
     count, source = configure_cpu_devices(cpu_devices, batch_size)
     cache = enable_compilation_cache(cache_dir)
     settings = RuntimeSettings(cache, count, source)
-    logging.info("runtime: %s", settings)
+    # Not at INFO: a command that fails at once prints its one-line error and nothing else
+    # (training logs the devices and the cache in its first lines).
+    logging.debug("runtime: %s", settings)
     return settings
 
 

@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from drsan_jax import cli
 from drsan_jax.models import (
     MODEL_NAMES,
     SCALES,
@@ -97,7 +98,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    """Runs the command; returns the exit status (2: a bad --model or --scale)."""
+    parser = cli.ArgumentParser(
         prog="python -m drsan_jax.summary",
         description="Parameter counts and multiply-adds (1280x720 HR output) of every model.",
     )
@@ -107,12 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=int, choices=list(SCALES), help="one scale (default: all)")
     parser.add_argument("--json", action="store_true", help="print a JSON list of objects")
     args = parser.parse_args(argv)
+    return cli.run(parser.prog, args.verbose, lambda: _summarize(args))
 
+
+def _summarize(args: argparse.Namespace) -> None:
     if args.model is not None:
         try:
             resolve(args.model)
         except ValueError as e:
-            parser.error(f"--model: {e}")
+            raise cli.UsageError(f"--model: {e}") from e
     names = [args.model] if args.model else list(MODEL_NAMES)
     scales = [args.scale] if args.scale else list(SCALES)
     rows = [summarize(n, s) for n in names for s in scales]
@@ -120,7 +125,6 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows, indent=2))
     else:
         print(format_table(rows))
-    return 0
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 
 `train_and_evaluate(config, workdir)` is what `train.py` calls. It
 
-- checks the config before anything expensive starts (errors name the `--config.*` flag);
+- checks the config and the training data before anything expensive starts or anything is
+  written (errors name the `--config.*` flag);
+- claims the workdir (`drsan_jax.workdir`): one run at a time, and nothing left behind by a run
+  that fails before it trains;
 - builds the model from `config.model` (any family of `drsan_jax.models`), Adam with the
   staircase-decayed learning rate (`learning_rate_schedule`) and optional global-norm gradient
   clipping, and the L1 or MSE loss;
@@ -16,7 +19,7 @@
 - validates on `config.val_datasets` with `evaluation.evaluate`, the code behind eval.py
   (Y-channel PSNR/SSIM, "drsan" protocol);
 - logs progress lines and TensorBoard scalars, and saves checkpoints (the latest few plus the
-  best by validation PSNR).
+  best by validation PSNR); a save that fails stops the run, the earlier checkpoints intact.
 """
 
 from __future__ import annotations
@@ -42,9 +45,10 @@ from absl import logging
 from flax import traverse_util
 from flax.training.train_state import TrainState
 
-from drsan_jax import checkpoints, data, evaluation, loading, parallel
+from drsan_jax import checkpoints, data, evaluation, loading, parallel, workdir as workdirs
 from drsan_jax.models import (
     DTYPES,
+    FAMILIES,
     build_model_from_config,
     get_family,
     count_params,
@@ -103,6 +107,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         build_model_from_config(cfg)
     except ValueError as e:
         raise ValueError(f"--config.model.*: {e}") from None
+    data.check_training_data(config.train_data)
     if config.init_from:
         try:
             loading.check_source(config.init_from)
@@ -116,6 +121,24 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                 f"--config.val_data={config.val_data!r}, --config.val_datasets="
                 f"{config.val_datasets!r}: {e} (--config.val_datasets='' turns validation off)"
             ) from None
+
+
+def config_field_hint(config: ml_collections.ConfigDict, key: str) -> str | None:
+    """Why a `--config.model.<field>` the config lacks may belong to another model family.
+
+    For `cli.absl_flags_parser`: `--config.model.use_rsa=False` with configs/edsr_baseline.py
+    names the families that have the field, and this config's.
+    """
+    field = key.removeprefix("model.")
+    if field == key or "." in field:
+        return None
+    owners = [name for name, family in FAMILIES.items()
+              if field in (*family.size_fields, *family.option_fields)]
+    trains = config.model.get("family")
+    if not owners or trains in owners:
+        return None
+    return (f"{field} is a field of the {', '.join(owners)} model famil"
+            f"{'ies' if len(owners) > 1 else 'y'}; this config trains {trains}")
 
 
 def _train_scales(config: ml_collections.ConfigDict) -> tuple[int, ...]:
@@ -290,16 +313,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       The final train state.
 
     Raises:
+      ValueError: an invalid config (naming the `--config.*` flag) or training data, before
+        anything is written.
+      workdir.WorkdirError: another run holds the workdir, or it is not writable.
       FloatingPointError: the loss or the gradient went NaN/inf (nothing is saved after the
         last good checkpoint).
+      checkpoints.CheckpointSaveError: a checkpoint could not be written (the earlier ones
+        are intact).
     """
     check_config(config)
     quiet = _QuietOrbax()
     logging.get_absl_logger().addFilter(quiet)
     try:
-        return _train_and_evaluate(config, Path(workdir).absolute())
+        # One run per workdir (process 0 holds the lock), and no empty folders left by a run
+        # that fails before it trains.
+        with workdirs.claim(workdir, lock=_is_process_zero()) as path:
+            return _train_and_evaluate(config, path)
     finally:
         logging.get_absl_logger().removeFilter(quiet)
+
+
+def _is_process_zero() -> bool:
+    """Whether this is process 0, without starting JAX's backend in a single-process run.
+
+    (Starting it logs a few lines, which would precede the one-line error of a busy workdir.)
+    """
+    return not jax.distributed.is_initialized() or jax.process_index() == 0
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path) -> TrainState:
@@ -311,7 +350,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path) -> Tra
     scales = tuple(model.scales)
     shapes = param_shapes(model)
     val_datasets = _val_datasets(config)
-    logging.info("devices: %s", parallel.describe_devices(mesh))
+    logging.info("devices: %s; compilation cache: %s", parallel.describe_devices(mesh),
+                 jax.config.jax_compilation_cache_dir or "off")
     logging.info("global batch %d (%d per device, %d per host); LR patches %dx%d, HR %s",
                  config.batch_size, config.batch_size // mesh.devices.size, host_batch,
                  config.patch_size, config.patch_size,
@@ -325,7 +365,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path) -> Tra
                  "%d and best %d kept)", ckpts.directory, config.checkpoint_every_steps,
                  config.keep_checkpoints, config.keep_best_checkpoints)
     with contextlib.ExitStack() as stack:
-        stack.callback(ckpts.close)
+        stack.enter_context(_closing(ckpts))
         sampler = _make_sampler(config, scales, host_batch)
         tx = create_optimizer(config)
         state = _initial_state(config, workdir, ckpts, model, model_cfg, tx, mesh, sampler)
@@ -340,6 +380,21 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path) -> Tra
         state = _train_loop(config, state, sampler, mesh, ckpts, writer, model, model_cfg,
                             val_datasets)
     return state
+
+
+@contextlib.contextmanager
+def _closing(ckpts: checkpoints.TrainingCheckpoints):
+    """Closes the checkpoints; after an error, without letting a second one replace it.
+
+    A failed save also fails the close that waits for it: the first report is the one to keep.
+    """
+    try:
+        yield ckpts
+    except BaseException:
+        with contextlib.suppress(checkpoints.CheckpointSaveError):
+            ckpts.close()
+        raise
+    ckpts.close()
 
 
 def _make_sampler(config: ml_collections.ConfigDict, scales: tuple[int, ...], host_batch: int
@@ -509,6 +564,7 @@ __all__ = [
     "LOSSES",
     "UPSAMPLER",
     "check_config",
+    "config_field_hint",
     "create_optimizer",
     "create_train_state",
     "l1_loss",

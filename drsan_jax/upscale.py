@@ -11,6 +11,12 @@ Inputs are files or folders of PNG, JPEG, BMP and TIFF images; each result is wr
 Without --ckpt the model shipped with the package for --scale (default 2) is used. The pixel
 work is `drsan_jax.api.Upscaler.upscale`; this file only resolves the command line to (input,
 output) pairs, checks them before anything is loaded, and shows progress.
+
+Exit status 2, with one line on stderr and nothing written, for a problem found before any
+work starts (a missing input, a file that is not an image by its first bytes, a result that
+would overwrite an input, a checkpoint that does not load); 1 when some picture could not be
+decoded or written, each reported once as it happens, the others done. --verbose prints
+tracebacks instead of one line (`drsan_jax.cli`).
 """
 
 from __future__ import annotations
@@ -23,11 +29,12 @@ from pathlib import Path
 import jax
 from tqdm import tqdm
 
-from drsan_jax import onnx_runtime, pretrained, runtime
-from drsan_jax.api import DEFAULT_OVERLAP, Upscaler, load
+from drsan_jax import cli, onnx_runtime, pretrained, runtime
+from drsan_jax.api import DEFAULT_OVERLAP, DEFAULT_TILE, Upscaler, load
 from drsan_jax.data.image_io import (
     IMAGE_EXTENSIONS,
     ImageReadError,
+    check_image_file,
     list_images,
     read_image,
     write_image,
@@ -36,7 +43,7 @@ from drsan_jax.data.image_io import (
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     """The command line's flags (see --help)."""
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m drsan_jax.upscale",
         description="Super-resolve images with a trained DRSAN.",
     )
@@ -57,10 +64,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--self_ensemble", action="store_true",
                         help="average the outputs of the 8 flips and rotations (8x slower)")
     parser.add_argument("--tile", default="auto",
-                        help="'auto' (whole image when it fits in memory, else tiles of "
-                             "%(default)s), 'none', or a tile size in LR pixels")
+                        help=f"'auto' (the default: the whole image when it fits in memory, "
+                             f"else tiles of {DEFAULT_TILE}x{DEFAULT_TILE} LR pixels), 'none' "
+                             f"(always the whole image), or a tile size in LR pixels")
     parser.add_argument("--tile_overlap", type=int, default=None,
-                        help="least overlap of neighbouring tiles in LR pixels")
+                        help=f"least overlap of neighbouring tiles in LR pixels (default "
+                             f"{DEFAULT_OVERLAP})")
     parser.add_argument("--device", choices=("cpu", "gpu"), default=None,
                         help="where to run; default: JAX's choice (a GPU if there is one)")
     return parser, parser.parse_args(argv)
@@ -89,9 +98,9 @@ def plan_outputs(inputs: list[str], output_dir: Path | None,
       (input, output) pairs, in the order given (folders sorted by name).
 
     Raises:
-      ValueError: a missing input, a file that is not an image, a folder without images, an
-        output folder that is a file, two inputs of the same name, or an output that would
-        overwrite an input. The message names the file.
+      ValueError: a missing input, a file that is not an image (by its name or its first
+        bytes), a folder without images, an output folder that is a file, two inputs of the
+        same name, or an output that would overwrite an input. The message names the file.
     """
     files: list[Path] = []
     for item in map(Path, inputs):
@@ -107,6 +116,8 @@ def plan_outputs(inputs: list[str], output_dir: Path | None,
                              f"{', '.join(IMAGE_EXTENSIONS)}")
         else:
             files.append(item)
+    for item in files:
+        check_image_file(item)  # 8 bytes each: a file that is no image stops us before work
     if output_dir is None and scale is None:
         raise ValueError("results go next to their inputs only with a known scale")
     if output_dir is not None and output_dir.exists() and not output_dir.is_dir():
@@ -139,7 +150,8 @@ def upscale_files(upscaler: Upscaler, pairs: list[tuple[Path, Path]], tile: int 
       self_ensemble: average the 8 flips and quarter turns.
 
     Returns:
-      One line per input that could not be read, upscaled or written; the others are done.
+      The inputs that could not be read, upscaled or written, each reported on stderr as it
+      failed (one line naming the file); the others are done.
     """
     failures = []
     for src, dst in tqdm(pairs, desc=f"x{upscaler.scale}", unit="image", file=sys.stderr):
@@ -153,14 +165,21 @@ def upscale_files(upscaler: Upscaler, pairs: list[tuple[Path, Path]], tile: int 
                 sr = upscaler.upscale(image, self_ensemble, resolved, overlap, bar.update)
             write_image(dst, sr)
         except (ImageReadError, ValueError, OSError) as e:
-            failures.append(f"{src}: {e}")
-            tqdm.write(f"error: {e}", file=sys.stderr)
+            failures.append(src)
+            # Read and write errors name their file; the model's own do not.
+            message = cli.first_line(e)
+            tqdm.write(f"error: {message if str(src) in message else f'{src}: {message}'}",
+                       file=sys.stderr)
     return failures
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs the command; returns the exit status (1 if any image failed, else 0)."""
+    """Runs the command; returns the exit status (2: nothing done, 1: some image failed)."""
     parser, args = parse_args(argv)
+    return cli.run(parser.prog, args.verbose, lambda: _upscale(parser, args))
+
+
+def _upscale(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     tile = _parse_tile(parser, args.tile)
     overlap = DEFAULT_OVERLAP if args.tile_overlap is None else args.tile_overlap
     if overlap < 0 or (isinstance(tile, int) and 2 * overlap >= tile):
@@ -173,13 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             ckpt = pretrained.default_for_scale(expected_scale)
         except pretrained.PretrainedError as e:
-            parser.error(f"--scale {expected_scale}: {e}")
+            raise cli.UsageError(f"--scale {expected_scale}: {e}") from e
     if args.self_ensemble and onnx_runtime.is_onnx_file(ckpt):
         parser.error(f"--self_ensemble is not available for the ONNX model --ckpt {ckpt}")
-    try:
-        pairs = plan_outputs(args.inputs, args.output, expected_scale)
-    except ValueError as e:
-        parser.error(str(e))
+    pairs = plan_outputs(args.inputs, args.output, expected_scale)
     # Both must precede the first use of a device in this process; later they have no effect.
     runtime.configure()  # the persistent compilation cache, the CPU cores
     if args.device is not None:
@@ -187,25 +203,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         upscaler = load(ckpt, args.which, args.scale)
     except RuntimeError as e:  # JAX cannot start the requested backend
-        parser.error(f"--device {args.device}: JAX cannot run on it here "
-                     f"({str(e).splitlines()[0]})")
+        raise cli.UsageError(f"--device {args.device}: JAX cannot run on it here "
+                             f"({cli.first_line(e)})") from e
     except (FileNotFoundError, ValueError, ImportError) as e:
-        # Orbax describes a parameter tree that does not fit the model over many lines.
         kind = "an ONNX model" if onnx_runtime.is_onnx_file(ckpt) else "a model"
-        parser.error(f"--ckpt {ckpt}: cannot load {kind}: {str(e).splitlines()[0]}")
+        raise cli.UsageError(f"--ckpt {ckpt}: cannot load {kind}: {cli.first_line(e)}") from e
     if args.output is None and upscaler.scale != expected_scale:
-        try:
-            pairs = plan_outputs(args.inputs, None, upscaler.scale)
-        except ValueError as e:
-            parser.error(str(e))
+        pairs = plan_outputs(args.inputs, None, upscaler.scale)
     failures = upscale_files(upscaler, pairs, tile, overlap, args.self_ensemble)
-    if failures:
-        print(f"{len(failures)} of {len(pairs)} images failed:", *failures, sep="\n  ",
-              file=sys.stderr)
-        return 1
     where = f"to {args.output}{os.sep}" if args.output is not None else "next to the inputs"
+    if failures:
+        done = len(pairs) - len(failures)
+        print(f"{parser.prog}: error: {len(failures)} of {len(pairs)} images failed (each "
+              f"reported above){f'; wrote the other {done} {where}' if done else ''}",
+              file=sys.stderr)
+        return cli.FAILED
     print(f"wrote {len(pairs)} image(s) {where} with {ckpt}", file=sys.stderr)
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

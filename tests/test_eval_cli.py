@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,7 @@ import pytest
 from absl import flags
 from conftest import TINY, random_params, tiny_model
 
-from drsan_jax import checkpoints, evaluation
+from drsan_jax import checkpoints, compact, evaluation, pretrained
 from drsan_jax.data import bicubic_upscale
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,9 +138,18 @@ def test_checkpoint_per_image_and_exact_shapes(run, benchmark_dir, ckpt_x4, tmp_
         assert abs(scores["psnr"] - images[stem]["psnr"]) < 1e-3, stem
 
 
-def test_scale_must_agree_with_the_checkpoint(run, benchmark_dir, ckpt_x4):
-    with pytest.raises(SystemExit, match=r"--scale 3 disagrees with the checkpoint .* x4 model"):
-        run(f"--ckpt={ckpt_x4}", "--scale=3", "--datasets=Set5", f"--data_dir={benchmark_dir}")
+def one_line_error(capsys) -> str:
+    """The error eval.py printed, checked to be one line on stderr."""
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("eval.py: error: "), err
+    return err
+
+
+def test_scale_must_agree_with_the_checkpoint(run, benchmark_dir, ckpt_x4, capsys):
+    assert run(f"--ckpt={ckpt_x4}", "--scale=3", "--datasets=Set5",
+               f"--data_dir={benchmark_dir}") == 2
+    assert re.search(r"--scale 3 disagrees with the checkpoint .* x4 model",
+                     one_line_error(capsys))
 
 
 @pytest.mark.parametrize("args,match", [
@@ -148,16 +159,66 @@ def test_scale_must_agree_with_the_checkpoint(run, benchmark_dir, ckpt_x4):
     (["--datasets=Set5"], "--ckpt is required"),
     (["--ckpt=nowhere", "--method=bicubic", "--scale=2"], "--ckpt is not used with"),
 ])
-def test_errors_name_the_flag_or_what_was_found(run, benchmark_dir, args, match):
-    with pytest.raises(SystemExit, match=match):
-        run(*args, f"--data_dir={benchmark_dir}")
+def test_errors_name_the_flag_or_what_was_found(run, benchmark_dir, args, match, capsys):
+    assert run(*args, f"--data_dir={benchmark_dir}") == 2
+    assert re.search(match, one_line_error(capsys))
 
 
-def test_missing_checkpoint_and_data_dir(run, benchmark_dir, tmp_path):
-    with pytest.raises(SystemExit, match=f"{tmp_path / 'nothing'}: no such file or folder"):
-        run(f"--ckpt={tmp_path / 'nothing'}", f"--data_dir={benchmark_dir}")
-    with pytest.raises(SystemExit, match="--data_dir .* is not a folder"):
-        run("--method=bicubic", "--scale=2", f"--data_dir={tmp_path / 'nothing'}")
+def test_missing_checkpoint_and_data_dir(run, benchmark_dir, tmp_path, capsys):
+    assert run(f"--ckpt={tmp_path / 'nothing'}", f"--data_dir={benchmark_dir}") == 2
+    assert f"{tmp_path / 'nothing'}: no such file or folder" in one_line_error(capsys)
+    assert run("--method=bicubic", "--scale=2", f"--data_dir={tmp_path / 'nothing'}") == 2
+    assert re.search("--data_dir .* is not a folder", one_line_error(capsys))
+
+
+def test_a_damaged_shipped_model_is_one_line(run, benchmark_dir, tmp_path, monkeypatch, capsys):
+    shipped = tmp_path / "pretrained"
+    shutil.copytree(pretrained.PRETRAINED_DIR, shipped)
+    weights = shipped / pretrained.read_manifest(shipped)["models"]["32s-x2"]["file"]
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", shipped)
+    out = tmp_path / "e.json"
+    assert run("--ckpt=32s-x2", "--datasets=Set5", f"--data_dir={benchmark_dir}",
+               f"--output_json={out}") == 2
+    assert "the weights of 32s-x2" in one_line_error(capsys) and not out.exists()
+
+
+def run_script(*args, cwd=REPO):
+    return subprocess.run([sys.executable, str(REPO / "eval.py"), *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=120)
+
+
+def test_a_damaged_weights_file_through_the_script(benchmark_dir, tmp_path):
+    path = tmp_path / "tiny.npz"
+    compact.write(path, random_params(tiny_model(2)), {"scale": 2, **TINY})
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    out = tmp_path / "e.json"
+    args = (f"--ckpt={path}", "--datasets=Set5", f"--data_dir={benchmark_dir}",
+            f"--output_json={out}")
+    result = run_script(*args)
+    assert result.returncode == 2 and not out.exists()
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"eval.py: error: {path}: not a readable drsan-jax weights "
+                                    f"file (Bad CRC-32")
+    verbose = run_script(*args, "--verbose")
+    assert verbose.returncode == 2 and "Traceback (most recent call last)" in verbose.stderr
+    assert "WeightsError" in verbose.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--scale=two"], "eval.py: error: flag --scale=two: invalid literal for int()"),
+    (["--protocl=drsan"], "eval.py: error: Unknown command line flag 'protocl'"),
+    (["--method=bicubic", "--scale=2", "stray"], "eval.py: error: unexpected arguments: stray"),
+])
+def test_bad_flags_through_the_script_are_one_line(args, message):
+    result = run_script(*args)
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(message), \
+        result.stderr
 
 
 def test_runs_as_a_script(benchmark_dir):

@@ -53,3 +53,15 @@ def test_file_key_changes_when_the_file_does(tmp_path):
     assert str(path.resolve()) in key and key == files.file_key(tmp_path / "." / "a.png")
     path.write_bytes(b"three")
     assert files.file_key(path) != key
+
+
+def test_an_error_about_the_temporary_names_the_file_asked_for(tmp_path):
+    path = tmp_path / "results.json"
+
+    def write(tmp):
+        raise PermissionError(13, "Permission denied", str(tmp))
+
+    with pytest.raises(PermissionError) as error:
+        files.atomic_write(path, write)
+    assert str(error.value) == f"[Errno 13] Permission denied: '{path}'"
+    assert list(tmp_path.iterdir()) == []

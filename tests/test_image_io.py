@@ -185,7 +185,24 @@ def test_truncated_and_corrupt_files_raise_image_read_error(tmp_path, rgb):
         with pytest.raises(ImageReadError, match=path.name) as info:
             image_io.read_image(path)
         assert "expected a PNG, BMP, JPEG or TIFF" in str(info.value)
-        assert info.value.__cause__ is None and info.value.__suppress_context__
+        # No decoder's traceback chained to the message.
+        assert info.value.__cause__ is None
+        assert info.value.__context__ is None or info.value.__suppress_context__
+
+
+def test_files_that_are_no_images_are_told_by_their_first_bytes(tmp_path, rgb):
+    for suffix in (".png", ".jpg", ".bmp", ".tif"):
+        image_io.write_image(tmp_path / f"good{suffix}", rgb)
+        image_io.check_image_file(tmp_path / f"good{suffix}")
+    (tmp_path / "notes.png").write_text("hello")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(ImageReadError, match=r"notes\.png is not an image file \(it starts with "
+                                             r"b'hello'\); expected a PNG"):
+        image_io.check_image_file(tmp_path / "notes.png")
+    with pytest.raises(ImageReadError, match=r"empty\.jpg is not an image file \(it is empty\)"):
+        image_io.check_image_file(tmp_path / "empty.jpg")
+    with pytest.raises(ImageReadError, match="nowhere.png: no such file"):
+        image_io.check_image_file(tmp_path / "nowhere.png")
 
 
 def test_missing_file_raises_image_read_error(tmp_path):

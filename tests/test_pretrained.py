@@ -1,7 +1,11 @@
 """Tests for the shipped weights (`drsan_jax.pretrained`) and the names that load them."""
 
+import hashlib
 import json
 import math
+import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -69,6 +73,66 @@ def test_bad_names_and_damaged_files_are_reported(source, tmp_path):
     written.unlink()
     with pytest.raises(pretrained.PretrainedError, match="missing"):
         pretrained.load("32s-x2", directory=tmp_path)
+
+
+def _tree_digest(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
+            if p.is_file()}
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "drsan_jax.pretrained", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_export_writes_outside_the_package_and_never_replaces_without_force(source, tmp_path):
+    path, params = source
+    shipped = _tree_digest(pretrained.PRETRAINED_DIR)
+    # Where to write is required: a user's export never lands in the package by default.
+    result = _cli("export", "--ckpt", path, "--name", "32s-x2", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        "python -m drsan_jax.pretrained export: error: one of the arguments --output_dir "
+        "--into_package is required"]
+    # The shipped model of that name is refused, and nothing is loaded or written.
+    result = _cli("export", "--ckpt", path, "--name", "32s-x2", "--into_package", cwd=tmp_path)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert "32s-x2 already exists in" in result.stderr and "(a shipped model); pass --force" \
+        in result.stderr
+    out = tmp_path / "mine"
+    result = _cli("export", "--ckpt", path, "--name", "32s-x2", "--output_dir", out, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["32s-x2.npz", "manifest.json"]
+    assert pretrained.available(out) == ["32s-x2"]
+    loaded = loading.load_model(out / "32s-x2.npz")  # self-describing: loads by its path
+    assert loaded.step == 9 and loaded.variant == "32s"
+    mine = _tree_digest(out)
+    result = _cli("export", "--ckpt", path, "--name", "32s-x2", "--output_dir", out,
+                  "--dtype", "float32", cwd=tmp_path)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert f"32s-x2 already exists in {out}; pass --force" in result.stderr
+    assert _tree_digest(out) == mine
+    result = _cli("export", "--ckpt", path, "--name", "32s-x2", "--output_dir", out,
+                  "--dtype", "float32", "--force", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert pretrained.read_manifest(out)["models"]["32s-x2"]["storage_dtype"] == "float32"
+    assert _tree_digest(pretrained.PRETRAINED_DIR) == shipped
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+def test_maintainers_export_into_the_package(source, tmp_path, monkeypatch, capsys):
+    path, _ = source
+    package = tmp_path / "pretrained"
+    shutil.copytree(pretrained.PRETRAINED_DIR, package)
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", package)
+    before = pretrained.read_manifest()["models"]
+    argv = ["export", "--ckpt", str(path), "--name", "32s-x2", "--into_package", "--data", "toy"]
+    assert pretrained.main(argv) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert pretrained.main([*argv, "--force"]) == 0
+    after = pretrained.read_manifest()["models"]
+    assert after["32s-x2"]["training"]["data"] == "toy" and after["32s-x2"]["evaluation"] == {}
+    assert {k: v for k, v in after.items() if k != "32s-x2"} == {
+        k: v for k, v in before.items() if k != "32s-x2"}
 
 
 def test_a_name_that_is_not_shipped_lists_the_shipped_ones():

@@ -1,6 +1,7 @@
 """Tests of the process-level defaults: compilation cache location and CPU device count."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -51,6 +52,31 @@ def test_cpu_device_flag_is_added_only_when_nobody_set_it(monkeypatch):
     monkeypatch.setenv(runtime.CPU_DEVICES_ENV, "two")
     with pytest.raises(ValueError, match=runtime.CPU_DEVICES_ENV):
         runtime.configure_cpu_devices()
+
+
+def test_a_batch_that_leaves_cores_idle_is_a_warning(monkeypatch, caplog):
+    monkeypatch.setattr(runtime, "_backend_initialised", lambda: False)
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
+    monkeypatch.delenv(runtime.CPU_DEVICES_ENV, raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "")
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        assert runtime.configure_cpu_devices(batch_size=3) == (1, "default")
+    assert [r.getMessage() for r in caplog.records] == [
+        "--config.batch_size=3 does not divide over 2 CPU devices (one per core); training on 1 "
+        "device, about 1/2 of the speed; use a batch size divisible by 2 (e.g. "
+        "--config.batch_size=4), or set DRSAN_JAX_CPU_DEVICES=N to choose the device count "
+        "yourself"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        assert runtime.configure_cpu_devices(batch_size=4) == (2, "default")
+        monkeypatch.setenv("XLA_FLAGS", "")
+        monkeypatch.setenv(runtime.CPU_DEVICES_ENV, "1")  # chosen, not defaulted: no warning
+        assert runtime.configure_cpu_devices(batch_size=3) == (1, "env")
+        monkeypatch.delenv(runtime.CPU_DEVICES_ENV)
+        monkeypatch.setenv("JAX_PLATFORMS", "cuda")  # the CPU count does not matter there
+        assert runtime.configure_cpu_devices(batch_size=3) == (1, "default")
+    assert caplog.records == []
 
 
 def test_too_late_is_reported_not_applied(monkeypatch):

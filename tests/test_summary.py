@@ -57,9 +57,21 @@ def test_table_lists_every_pair():
 
 
 def test_bad_model_is_a_usage_error_listing_the_models(capsys):
-    with pytest.raises(SystemExit) as err:
-        summary.main(["--model", "edsr-basline"])
-    assert err.value.code == 2
+    assert summary.main(["--model", "edsr-basline"]) == 2
     message = capsys.readouterr().err
+    assert message.count("\n") == 1 and message.startswith("python -m drsan_jax.summary: error:")
     assert "unknown model 'edsr-basline' (did you mean edsr-baseline" in message
     assert "'lesrcnn-s'" in message
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--scale", "5"], "argument --scale: invalid choice: 5 (choose from 2, 3, 4)"),
+    (["--model", "48x"], "--model: unknown model '48x'"),
+])
+def test_bad_input_through_the_command_line_is_one_line(args, message):
+    result = subprocess.run([sys.executable, "-m", "drsan_jax.summary", *args],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("python -m drsan_jax.summary: error: ")
+    assert message in result.stderr

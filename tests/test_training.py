@@ -1,12 +1,18 @@
 """Tests for drsan_jax.training and the configs: recipe, a tiny end-to-end run, exact resume."""
 
 import ast
+import contextlib
+import errno
+import fcntl
 import logging
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import jax
@@ -15,7 +21,8 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from drsan_jax import checkpoints, training
+from drsan_jax import checkpoints, cli, training
+from drsan_jax import workdir as workdir_lib
 from drsan_jax.models import (
     build_model_from_config,
     init_params,
@@ -154,7 +161,8 @@ def test_config_errors_name_the_flag(configs_module, train_images, benchmark):
                                ({"model": {"dtype": "float16"}}, "--config.model.dtype"),
                                ({"val_datasets": "Set6"}, "Set6.*found: .*Set5"),
                                ({"init_from": "/nowhere"},
-                                "init_from='/nowhere': /nowhere: no such file or folder")):
+                                "init_from='/nowhere'.*no such file or folder"),
+                               ({"train_data": None}, "--config.train_data is not set")):
         config = _tiny_config(configs_module, train_images, benchmark)
         config.unlock()
         config.update(overrides)
@@ -270,3 +278,212 @@ def _constant_params(model_cfg):
     """Parameters of the right shapes that no checkpoint holds (init_params would compile)."""
     shapes = param_shapes(build_model_from_config(model_cfg))
     return jax.tree.map(lambda s: np.full(s.shape, 0.5, s.dtype), shapes)
+
+
+# --- Mistakes through the real command line: one line on stderr, nothing written. ---
+
+# absl's log lines ("I1130 13:09:09.092511 1397... file.py:12] ..."), which are not errors.
+_LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ ")
+
+
+def _train_cli(tmp_path, workdir, *flags_, config="default.py", cache=None):
+    """Runs train.py in a subprocess (cwd tmp_path); returns the CompletedProcess."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "DRSAN_JAX_CPU_DEVICES": "1",
+           "DRSAN_JAX_CACHE_DIR": "none"}
+    if cache is not None:
+        env.update({"JAX_COMPILATION_CACHE_DIR": cache,
+                    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"})
+    command = [sys.executable, str(REPO / "train.py"), f"--config={REPO}/configs/{config}",
+               f"--workdir={workdir}", *map(str, flags_)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+
+
+def _tiny_flags(train_images, data=None):
+    return [f"--config.train_data={data or train_images / 'hr'}",
+            f"--config.cache_dir={train_images / 'cache'}", "--config.val_datasets=",
+            "--config.patch_size=8", "--config.batch_size=4", "--config.data_workers=1",
+            *(f"--config.model.{k}={v}" for k, v in TINY_MODEL.items())]
+
+
+@contextlib.contextmanager
+def _read_only(folder):
+    """Makes a folder unwritable, for root too (chattr +i) when run as root."""
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+            pytest.skip("running as root, and chattr +i is not allowed here")
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+    else:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("case,expected", [
+    ("unknown_key", r"--config.bach_size: .*configs/default.py has no field 'bach_size'; did "
+                    r"you mean batch_size or patch_size\?"),
+    ("other_family", r"--config.model.use_rsa: .*configs/edsr_baseline.py has no field "
+                     r"'model.use_rsa'; .*\(use_rsa is a field of the drsan model family; this "
+                     r"config trains edsr\)"),
+    ("no_data", r"--config.train_data is not set: give comma-separated folders of HR images "
+                r"\(e.g. --config.train_data=../shared/data/train/T91,"),
+    ("missing_folder", r"--config.train_data: .*nowhere is not a folder \(expected"),
+    ("not_images", r"--config.train_data: 1 of 5 training files are not PNG, BMP, JPEG or TIFF "
+                   r"images; remove or replace them: .*notes.bmp$"),
+    ("bad_value", r"flag --config.batch_size=four: invalid literal for int\(\)"),
+])
+def test_mistakes_before_training_are_one_line_and_write_nothing(case, expected, tmp_path,
+                                                                  train_images):
+    workdir = tmp_path / "runs" / "x2"
+    flags_ = _tiny_flags(train_images)
+    config = "default.py"
+    if case == "unknown_key":
+        flags_.append("--config.bach_size=8")
+    elif case == "other_family":
+        config, flags_ = "edsr_baseline.py", [flags_[0], "--config.model.use_rsa=False"]
+    elif case == "no_data":
+        flags_ = flags_[1:]
+    elif case == "missing_folder":
+        flags_[0] = f"--config.train_data={tmp_path / 'nowhere'}"
+    elif case == "not_images":
+        folder = tmp_path / "images"
+        shutil.copytree(train_images / "hr", folder)
+        (folder / "notes.bmp").write_text("shopping list")
+        flags_[0] = f"--config.train_data={folder}"
+    elif case == "bad_value":
+        flags_.append("--config.batch_size=four")
+    result = _train_cli(tmp_path, workdir, *flags_, config=config)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("train.py: error: ")
+    assert re.search(expected, result.stderr.strip()), result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_that_fails_before_training_leaves_no_folders(configs_module, train_images,
+                                                            benchmark, tmp_path):
+    # A PNG by its first bytes that cannot be decoded: found only once the data is prepared,
+    # after the workdir and its checkpoints/ folder were made.
+    folder = tmp_path / "images"
+    shutil.copytree(train_images / "hr", folder)
+    (folder / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n and nothing more")
+    config = _tiny_config(configs_module, train_images, benchmark)
+    config.unlock()
+    config.update(train_data=str(folder), cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="1 training image.* cannot be used; .*cut.png"):
+        training.train_and_evaluate(config, str(tmp_path / "runs" / "x2"))
+    assert not (tmp_path / "runs").exists()
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    with pytest.raises(ValueError, match="cut.png"):
+        training.train_and_evaluate(config, str(existing))
+    assert [p.name for p in existing.iterdir()] == [workdir_lib.LOCK_NAME]
+
+
+def test_a_read_only_workdir_is_one_line(tmp_path, train_images):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    with _read_only(workdir):
+        result = _train_cli(tmp_path, workdir, *_tiny_flags(train_images))
+        nested = _train_cli(tmp_path, workdir / "x2", *_tiny_flags(train_images))
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        f"train.py: error: --workdir {workdir} is not writable; training writes its checkpoints "
+        f"there: choose a folder you can write to"]
+    assert nested.returncode == 2 and len(nested.stderr.splitlines()) == 1
+    assert f"--workdir {workdir / 'x2'}: cannot create it" in nested.stderr
+    assert list(workdir.iterdir()) == []
+
+
+def test_a_second_run_on_a_workdir_is_refused(tmp_path, train_images):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    # Another run's lock: an flock held on <workdir>/.lock through a descriptor of this process.
+    with open(workdir / workdir_lib.LOCK_NAME, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242\n")
+        held.flush()
+        result = _train_cli(tmp_path, workdir, *_tiny_flags(train_images))
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        f"train.py: error: --workdir {workdir} is in use by another training run (process "
+        f"4242): wait for it to end, or choose another --workdir"]
+    assert sorted(p.name for p in workdir.iterdir()) == [workdir_lib.LOCK_NAME]
+
+
+def test_a_diverged_run_ends_with_one_line(tmp_path, train_images, compilation_cache):
+    workdir = tmp_path / "run"
+    result = _train_cli(tmp_path, workdir, *_tiny_flags(train_images),
+                        "--config.learning_rate=1e30", "--config.num_train_steps=4",
+                        "--config.checkpoint_every_steps=1", cache=compilation_cache)
+    errors = [line for line in result.stderr.splitlines() if not _LOG_LINE.match(line)]
+    assert result.returncode == 1
+    assert errors == [result.stderr.splitlines()[-1]], result.stderr
+    assert re.fullmatch(r"train.py: error: training diverged at step 2: loss \S+, gradient norm "
+                        r"\S+; stopped without saving. The last good checkpoint is step 1 in "
+                        r".*; rerunning resumes from it \(consider a lower "
+                        r"--config.learning_rate\)", errors[0])
+    assert checkpoints.load(workdir).step == 1
+
+
+def _save_failure_run(configs_module, train_images, benchmark, workdir, before_save):
+    """A tiny run that saves at steps 2, 4, 6, calling before_save(ckpts, step) first."""
+    config = _tiny_config(configs_module, train_images, benchmark)
+    save = checkpoints.TrainingCheckpoints.save
+
+    def patched(self, step, *args, **kwargs):
+        before_save(self, step)
+        return save(self, step, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(checkpoints.TrainingCheckpoints, "save", patched)
+        with pytest.raises(checkpoints.CheckpointSaveError) as error:
+            training.train_and_evaluate(config, str(workdir))
+    return str(error.value)
+
+
+def test_a_checkpoint_folder_made_read_only_mid_run_stops_it(configs_module, train_images,
+                                                            benchmark, tmp_path):
+    folder = tmp_path / "checkpoints"
+    with contextlib.ExitStack() as stack:
+        def before_save(ckpts, step):
+            if step == 4:
+                ckpts.wait()
+                stack.enter_context(_read_only(folder))
+
+        message = _save_failure_run(configs_module, train_images, benchmark, tmp_path,
+                                    before_save)
+    assert message == (f"cannot save step 4 to {folder} (the folder is no longer writable); "
+                       f"training stopped; the last complete checkpoint is step 2, and rerunning "
+                       f"resumes from it")
+    assert cli.exit_status(checkpoints.CheckpointSaveError(message)) == 1
+    assert checkpoints.load(tmp_path).step == 2
+
+
+def test_a_full_disk_stops_the_run_and_keeps_the_last_checkpoint(configs_module, train_images,
+                                                                 benchmark, tmp_path):
+    def before_save(ckpts, step):
+        if step == 4:  # Orbax's save itself fails, as a write to a full disk does
+            ckpts.wait()
+            ckpts.manager.save = lambda *a, **k: (_ for _ in ()).throw(
+                OSError(errno.ENOSPC, "No space left on device"))
+
+    message = _save_failure_run(configs_module, train_images, benchmark, tmp_path, before_save)
+    assert message == (f"cannot save a checkpoint to {tmp_path / 'checkpoints'} ([Errno 28] No "
+                       f"space left on device); training stopped; the last complete checkpoint "
+                       f"is step 2, and rerunning resumes from it")
+    assert checkpoints.load(tmp_path).step == 2
+    # Room is checked before Orbax starts writing, too.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(checkpoints.shutil, "disk_usage", lambda path: types.SimpleNamespace(
+            total=1 << 30, used=1 << 30, free=1000))
+        message = _save_failure_run(configs_module, train_images, benchmark, tmp_path / "b",
+                                    lambda ckpts, step: None)
+    assert re.fullmatch(r"cannot save step 2 to .* \(0.0 MB free on its disk, and a checkpoint "
+                        r"needs about \d+.\d MB\); training stopped; no checkpoint was completed "
+                        r"yet", message)
+    assert not (tmp_path / "b" / "checkpoints").exists()

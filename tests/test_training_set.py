@@ -64,10 +64,31 @@ def test_unreadable_images_are_all_named_before_training(tmp_path, photos):
     assert "empty.png" in str(error.value) and "truncated.png" in str(error.value)
 
 
+def test_sources_are_checked_before_any_image_is_decoded(tmp_path, photos):
+    folder = tmp_path / "hr"
+    image_io.write_image(folder / "good.png", next(iter(photos.values())))
+    data.check_training_data(str(folder))
+    for name in ("notes.png", "b.jpg", "c.bmp", "d.png", "e.png", "f.png", "g.png"):
+        (folder / name).write_text("not an image")
+    with pytest.raises(ValueError) as error:
+        data.check_training_data(f"{folder}, tfds:div2k")
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith("--config.train_data: 7 of 8 training files are not PNG, BMP, JPEG "
+                              "or TIFF images; remove or replace them: ")
+    assert f"{folder / 'b.jpg'}" in message and message.endswith("(and 2 more)")
+    for spec, error_type, match in (
+            (None, ValueError, "--config.train_data is not set: give .*shared/data/train/T91"),
+            (str(tmp_path / "nowhere"), FileNotFoundError, "nowhere is not a folder"),
+            (str(tmp_path), ValueError, "holds no images")):
+        with pytest.raises(error_type, match=match):
+            data.check_training_data(spec)
+
+
 def test_bad_sources_say_what_was_expected(tmp_path, photos):
     with pytest.raises(FileNotFoundError, match="nowhere.*tfds:div2k"):
         data.load_training_set(str(tmp_path / "nowhere"), SCALE, 16, tmp_path / "cache")
-    with pytest.raises(ValueError, match="train_data is empty"):
+    with pytest.raises(ValueError, match="train_data is not set: give comma-separated folders"):
         data.load_training_set(" , ", SCALE, 16, tmp_path / "cache")
     folder = tmp_path / "small"
     image_io.write_image(folder / "a.png", next(iter(photos.values()))[:30, :30])

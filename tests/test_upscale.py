@@ -86,6 +86,7 @@ def test_files_and_tiles_and_self_ensemble(inputs, ckpt, tmp_path, capsys):
 @pytest.mark.parametrize("case,message", [
     ("missing", "input .*nothing.png does not exist"),
     ("not_image", "notes.txt is not an image file"),
+    ("no_image_inside", "fake.png is not an image file \\(it starts with b'not a pi'\\)"),
     ("empty_folder", "holds no images"),
     ("overwrite", "would overwrite an input"),
     ("same_name", "would both be written to"),
@@ -99,11 +100,13 @@ def test_usage_errors_name_the_problem(case, message, inputs, ckpt, tmp_path, ca
     rgb, out = inputs / "rgb.png", tmp_path / "out"
     (tmp_path / "empty").mkdir()
     (tmp_path / "notes.txt").write_text("not a picture")
+    (tmp_path / "fake.png").write_text("not a picture")
     (tmp_path / "other").mkdir()
     write_image(tmp_path / "other" / "rgb.png", np.zeros((8, 8, 3), np.uint8))
     argv = {
         "missing": [tmp_path / "nothing.png", "--ckpt", ckpt, "--output", out],
         "not_image": [tmp_path / "notes.txt", "--ckpt", ckpt, "--output", out],
+        "no_image_inside": [rgb, tmp_path / "fake.png", "--ckpt", ckpt, "--output", out],
         "empty_folder": [tmp_path / "empty", "--ckpt", ckpt, "--output", out],
         "overwrite": [rgb, "--ckpt", ckpt, "--output", inputs],
         "same_name": [rgb, tmp_path / "other" / "rgb.png", "--ckpt", ckpt, "--output", out],
@@ -118,7 +121,7 @@ def test_usage_errors_name_the_problem(case, message, inputs, ckpt, tmp_path, ca
         save_wrong_checkpoint(tmp_path / "wrong")
     assert run(argv) == 2
     err = capsys.readouterr().err
-    assert err.splitlines()[-1].startswith("python -m drsan_jax.upscale: error:")
+    assert err.count("\n") == 1 and err.startswith("python -m drsan_jax.upscale: error:"), err
     assert re.search(message, err), err
     assert not out.exists()
 
@@ -129,15 +132,47 @@ def save_wrong_checkpoint(path):
     save_params_for_inference(path, {"scale": 2, **TINY, "features": 16}, params)
 
 
-def test_an_unreadable_image_fails_alone(inputs, ckpt, tmp_path, capsys):
+def test_an_unreadable_image_fails_alone_and_is_reported_once(inputs, ckpt, tmp_path, capsys):
     broken = tmp_path / "in" / "broken.png"
     broken.parent.mkdir()
-    broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # an image by its first bytes
     assert run([broken, inputs / "rgb.png", "--ckpt", ckpt, "--output", tmp_path / "out"]) == 1
     err = capsys.readouterr().err
-    assert "1 of 2 images failed" in err and f"cannot read image {broken}" in err
+    lines = [line for line in err.splitlines() if "error" in line]
+    assert len(lines) == 2, err
+    assert lines[0].endswith(f"error: cannot read image {broken}: expected a PNG, BMP, JPEG or "
+                             f"TIFF image with 8- or 16-bit unsigned samples and 1 (grey), 3 "
+                             f"(RGB) or 4 (RGBA) channels (Truncated File Read)")
+    assert lines[1] == (f"python -m drsan_jax.upscale: error: 1 of 2 images failed (each "
+                        f"reported above); wrote the other 1 to {tmp_path / 'out'}/")
+    assert err.count(str(broken)) == 1 and "`" not in err
     assert (tmp_path / "out" / "rgb.png").is_file()
     assert not (tmp_path / "out" / "broken.png").exists()
+
+
+def test_help_describes_the_tile_choices(capsys):
+    with pytest.raises(SystemExit):
+        upscale.main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert ("'auto' (the default: the whole image when it fits in memory, else tiles of 512x512 "
+            "LR pixels), 'none' (always the whole image), or a tile size in LR pixels") in help_text
+    assert "tiles of auto" not in help_text
+
+
+def test_a_file_that_is_no_image_stops_the_command_line_before_work(inputs, tmp_path):
+    fake = tmp_path / "holiday.jpg"
+    fake.write_text("<html>not a photo</html>")
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "drsan_jax.upscale", str(inputs / "rgb.png"), str(fake),
+            "--ckpt", "/nowhere", "--output", str(out)]  # the inputs are checked first
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and not out.exists()
+    assert result.stderr.splitlines() == [
+        f"python -m drsan_jax.upscale: error: {fake} is not an image file (it starts with "
+        f"b'<html>no'); expected a PNG, BMP, JPEG or TIFF image with 8- or 16-bit unsigned "
+        f"samples and 1 (grey), 3 (RGB) or 4 (RGBA) channels"]
+    verbose = subprocess.run([*argv, "--verbose"], capture_output=True, text=True, timeout=120)
+    assert verbose.returncode == 2 and verbose.stderr.startswith("Traceback")
 
 
 def test_module_entry_point_on_cpu(inputs, ckpt, tmp_path):

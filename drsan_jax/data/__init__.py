@@ -3,6 +3,7 @@
 One module per idea, none of them needing a model:
 
     image_io.py      read_image / write_image (8- and 16-bit, grey, RGB, RGBA), list_images,
+                     check_image_file (an image's first bytes, before any work starts),
                      to_rgb_uint8 (the 8-bit RGB of caches and metrics), to_model_input (the
                      network's float32 RGB) and quantize (its output back to integer levels)
     resize.py        MATLAB's bicubic imresize, bit-exact: bicubic_downscale makes LR images
@@ -27,6 +28,7 @@ from drsan_jax.data.benchmark import (
 from drsan_jax.data.image_io import (
     IMAGE_EXTENSIONS,
     ImageReadError,
+    check_image_file,
     list_images,
     quantize,
     read_image,
@@ -41,6 +43,7 @@ from drsan_jax.data.training_set import (
     DIV2K_LR,
     TrainingPair,
     TrainingSet,
+    check_training_data,
     load_training_set,
 )
 from drsan_jax.data.transforms import NUM_TRANSFORMS, inverse_transform, transform
@@ -60,6 +63,8 @@ __all__ = [
     "TrainingSet",
     "bicubic_downscale",
     "bicubic_upscale",
+    "check_image_file",
+    "check_training_data",
     "default_data_dir",
     "find_datasets",
     "imresize",

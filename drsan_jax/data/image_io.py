@@ -42,6 +42,10 @@ _EXPECTED = (
 # that callers only ever see grey, RGB or RGBA ("1" is bilevel, stored as bool).
 _PILLOW_CONVERSIONS = {"1": "L", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The first bytes of every format `read_image` decodes: enough to tell an image file from
+# anything else without decoding it (TIFF: little- or big-endian, classic or BigTIFF).
+_SIGNATURES = (_PNG_SIGNATURE, b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*", b"II+\x00",
+               b"MM\x00+")
 # PNG colour types (PNG spec, IHDR) -> samples per pixel, for those Pillow truncates at 16 bit.
 _PNG_COLOUR_CHANNELS = {2: 3, 4: 2, 6: 4}
 
@@ -77,6 +81,28 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return paths
 
 
+def check_image_file(path: str | os.PathLike) -> None:
+    """Checks, from its first bytes only, that a file is a PNG, BMP, JPEG or TIFF image.
+
+    Cheap enough to run on every input before any work starts; damage further into a file is
+    found only when `read_image` decodes it.
+
+    Raises:
+      ImageReadError: the file is missing or starts like no such image; the message names it.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except FileNotFoundError:
+        raise ImageReadError(f"cannot read image {path}: no such file") from None
+    except OSError as e:
+        raise ImageReadError(f"cannot read image {path}: {e.strerror or e}") from None
+    if not head.startswith(_SIGNATURES):
+        what = "it is empty" if not head else f"it starts with {head!r}"
+        raise ImageReadError(f"{path} is not an image file ({what}); {_EXPECTED}")
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Reads an image with its samples as stored.
 
@@ -96,6 +122,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"cannot read image {path}: no such file")
+    check_image_file(path)  # else a decoder's own words describe a file that is no image
     try:
         if _is_16bit_colour_png(path):
             image = _read_png_16bit_colour(path)

@@ -14,9 +14,11 @@ dropped), makes its LR image if none is given, and stores both as `.npy` files i
 keyed by the source file's path, size and modification time. Later runs, and every run after the
 first, only open those files memory-mapped: no decoding in the training loop, and memory bounded
 by the operating system's page cache rather than the dataset size. Images whose LR side is
-smaller than a patch are skipped with a warning that names them; unreadable files stop the run
-before training with one error that lists them all. In a multi-host run each host reads its own
-shard of every source (every `process_count`-th image). `sampler.PatchSampler` cuts the patches.
+smaller than a patch are skipped with a warning that names them; files that are no images stop
+the run before anything starts (`check_training_data`, from their first bytes), and files that
+cannot be decoded stop it before training, with one error that names them. In a multi-host run
+each host reads its own shard of every source (every `process_count`-th image).
+`sampler.PatchSampler` cuts the patches.
 """
 
 from __future__ import annotations
@@ -83,6 +85,57 @@ class _Source:
     read_lq: Callable[[], np.ndarray] | None  # None: make LR with bicubic
 
 
+# Listed by name in an error; the rest are counted.
+_NAMED = 5
+# What `--config.train_data` takes, for the message when it is missing.
+_EXPECTED_SOURCES = (
+    "comma-separated folders of HR images (e.g. --config.train_data=../shared/data/train/T91,"
+    "../shared/data/train/BSD200), a DIV2K folder holding DIV2K_train_HR/, or tfds:div2k")
+
+
+def _some(names: list[str]) -> str:
+    more = len(names) - _NAMED
+    return "; ".join(names[:_NAMED]) + (f" (and {more} more)" if more > 0 else "")
+
+
+def check_training_data(spec: str | None) -> None:
+    """Checks `--config.train_data` before any work starts, without decoding an image.
+
+    Every folder must exist and hold images, each starting like a PNG, BMP, JPEG or TIFF file
+    (`image_io.check_image_file`: 8 bytes a file). TFDS sources are checked when prepared.
+
+    Raises:
+      FileNotFoundError: a folder that does not exist.
+      ValueError: no source at all, a folder without images, or files that are no images (named,
+        all in one line).
+    """
+    parts = [p.strip() for p in (spec or "").split(",") if p.strip()]
+    if not parts:
+        raise ValueError(f"--config.train_data is not set: give {_EXPECTED_SOURCES}")
+    bad, total = [], 0
+    for part in parts:
+        if part.startswith(TFDS_PREFIX):
+            continue
+        folder = Path(part)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"--config.train_data: {folder} is not a folder (expected "
+                                    f"{_EXPECTED_SOURCES})")
+        hr = folder / DIV2K_HR if (folder / DIV2K_HR).is_dir() else folder
+        try:
+            paths = image_io.list_images(hr)
+        except ValueError as e:
+            raise ValueError(f"--config.train_data: {e}") from None
+        total += len(paths)
+        for path in paths:
+            try:
+                image_io.check_image_file(path)
+            except image_io.ImageReadError:
+                bad.append(str(path))
+    if bad:
+        raise ValueError(f"--config.train_data: {len(bad)} of {total} training files are not "
+                         f"PNG, BMP, JPEG or TIFF images; remove or replace them: {_some(bad)}")
+
+
 def load_training_set(
     spec: str,
     scale: int,
@@ -112,9 +165,9 @@ def load_training_set(
       ValueError: an empty or malformed source, unreadable images (all of them listed), or no
         image large enough for a patch.
     """
-    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    parts = [p.strip() for p in (spec or "").split(",") if p.strip()]
     if not parts:
-        raise ValueError(f"--config.train_data is empty ({spec!r}); give a folder or tfds:div2k")
+        raise ValueError(f"--config.train_data is not set: give {_EXPECTED_SOURCES}")
     cache = Path(cache_dir).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
     folder_sources, tfds_parts = [], []
@@ -152,9 +205,7 @@ def _folder_sources(folder: Path, scale: int) -> list[_Source]:
     """The images of an HR folder or a DIV2K root, sorted by name."""
     if not folder.is_dir():
         raise FileNotFoundError(
-            f"--config.train_data: {folder} is not a folder (expected a folder of HR images, a "
-            f"DIV2K folder holding {DIV2K_HR}/, or tfds:div2k)"
-        )
+            f"--config.train_data: {folder} is not a folder (expected {_EXPECTED_SOURCES})")
     if (folder / DIV2K_HR).is_dir():
         return _div2k_sources(folder, scale)
     return [
@@ -243,7 +294,7 @@ def _prepare_folder_sources(
     if unreadable:
         raise ValueError(
             f"--config.train_data: {len(unreadable)} training image(s) cannot be used; remove "
-            f"or replace them:\n  " + "\n  ".join(unreadable)
+            f"or replace them: {_some(unreadable)}"
         )
     return results
 
@@ -297,5 +348,6 @@ __all__ = [
     "DIV2K_LR",
     "TrainingPair",
     "TrainingSet",
+    "check_training_data",
     "load_training_set",
 ]
