@@ -149,7 +149,7 @@ def absl_flags_parser(prog: str, config_flag: str = "config",
             if _wants_verbose(argv):
                 raise
             report(prog, error)
-        except Exception as error:  # noqa: BLE001 - ml_collections raises Attribute/KeyError
+        except Exception:  # noqa: BLE001 - ml_collections raises AttributeError or KeyError
             problem = unknown_config_key(argv, config_flag, hint)
             if problem is None or _wants_verbose(argv):
                 raise
