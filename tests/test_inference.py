@@ -186,7 +186,8 @@ outputs = {}
 for split_rows in (True, False):
     single = Predictor(model, params, split_rows=split_rows)
     results[f"resolved {split_rows}"] = single.split_rows
-    # A batch of two (rows still split on axis 1) with a spare slot in its second call.
+    # A batch of two (one image per device on 2 devices, rows split on 3) with a spare slot in
+    # its second call.
     batched = Predictor(model, params, split_rows=split_rows, batch_size=2)
     # The self-ensemble of a non-square image: transposed calls take another bucket.
     ensemble = Predictor(model, params, split_rows=split_rows, self_ensemble=True)
