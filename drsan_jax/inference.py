@@ -260,7 +260,10 @@ class Predictor:
             per_call = self._batch_for(shape)
             for start in range(0, len(items), per_call):
                 batch = items[start : start + per_call]
-                pending.append((batch, self._dispatch(shape, [x for _, _, x in batch], per_call)))
+                # A short last batch fills spare slots (the same program again), unless that
+                # would give a device nothing but spare slots: then it runs alone, by rows.
+                size = len(batch) if len(batch) < self._split_devices else per_call
+                pending.append((batch, self._dispatch(shape, [x for _, _, x in batch], size)))
         sums: dict[int, np.ndarray] = {}
         for batch, output in pending:
             output = np.asarray(output)  # (n, H_c*s, W_c*s, 3)

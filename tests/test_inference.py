@@ -166,11 +166,12 @@ from drsan_jax.models import DRSAN, param_shapes
 devices = int(sys.argv[1])
 assert jax.local_device_count() == devices
 # The devices each call's output lives on, by (split_rows, padded height).
-used = {}
+used, calls = {}, []
 dispatch = Predictor._dispatch
 def recording_dispatch(self, shape, inputs, size):
     out = dispatch(self, shape, inputs, size)
     used[f"{self.split_rows} {shape[0]}"] = len(out.sharding.device_set)
+    calls.append([self.split_rows, len(inputs), size])
     return out
 Predictor._dispatch = recording_dispatch
 
@@ -197,6 +198,7 @@ for split_rows in (True, False):
 results["shapes_equal"] = [a.shape == b.shape for a, b in zip(*outputs.values())]
 results["diffs"] = [float(np.abs(a - b).max()) for a, b in zip(*outputs.values())]
 results["used"] = used
+results["calls"] = calls
 # A second pass over the same sizes compiles nothing.
 before = inference.compiled_programs()
 for split_rows in (True, False):
@@ -225,3 +227,7 @@ def test_split_rows_over_cpu_devices_equals_one_device(devices):
         **{f"True {h}": devices if split else 1 for h, split in expected.items()},
         **{f"False {h}": 1 for h in expected}}
     assert results["recompiled"] == 0
+    # Spare slots pad a short batch, but never so far that a device computes only spares.
+    assert [True, 1, 1] in results["calls"] and [False, 1, 2] in results["calls"]
+    assert all(size == images or images >= devices or not split
+               for split, images, size in results["calls"])
