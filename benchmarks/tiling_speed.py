@@ -88,11 +88,11 @@ def main() -> None:
         print(f"{name:6s} {image.shape[1]}x{image.shape[0]}: median {median:.2f} s "
               f"({', '.join(f'{s:.2f}' for s in seconds[name])}), "
               f"{rates[name] / 1e3:.1f} kpx/s")
+    print(f"tiled / whole pixel rate: {rates['tiled'] / rates['whole']:.2f}")
     height, width = args.tiled
     spans = [tiling.tile_spans(n, args.tile, args.overlap) for n in (height, width)]
     computed = sum(h for _, h in spans[0]) * sum(w for _, w in spans[1]) / (height * width)
-    batch = model._tile_batch(args.tile) if hasattr(model, "_tile_batch") else 1
-    print(f"tiled / whole pixel rate: {rates['tiled'] / rates['whole']:.2f}")
+    batch = model._tile_batch(args.tile)
     print(f"{model!r}: {len(spans[0]) * len(spans[1])} tiles of {args.tile} (overlap "
           f"{args.overlap}) computing {computed:.3f}x the image's pixels, {batch} per call; "
           f"{np.median(in_network):.1%} of the tiled time in the network")
