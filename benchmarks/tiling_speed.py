@@ -2,6 +2,7 @@
 
     python benchmarks/tiling_speed.py                       # shipped 32s-x2, 1600x1200 in 512 tiles
     python benchmarks/tiling_speed.py --ckpt 32s-x4 --tiled 1200x900 --one_tile_per_call
+    python benchmarks/tiling_speed.py --compare_one_tile_per_call    # both ways, alternating
 
 A real photo (a B100 ground truth) is resized to the whole-image size (default 512x384, one
 bucket, no padding) and to the tiled size, and both go through `Upscaler.upscale` in this
@@ -41,6 +42,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--one_tile_per_call", action="store_true",
                         help="run tiles one at a time (each split by rows over the devices)")
+    parser.add_argument("--compare_one_tile_per_call", action="store_true",
+                        help="time the tiled picture both ways, alternating with the others")
     parser.add_argument("--photo", type=Path, default=DATA / "benchmark/HR/B100/108005.png")
     args = parser.parse_args()
     runtime.configure()
@@ -50,8 +53,8 @@ def main() -> None:
 
     print(f"load average before: {os.getloadavg()}")
     model = api.load(args.ckpt)
-    if args.one_tile_per_call:
-        model._tile_batch = lambda tile: 1
+    one_per_call = lambda tile: 1  # noqa: E731
+    tile_batch = one_per_call if args.one_tile_per_call else model._tile_batch
     photo = read_image(args.photo)
     whole = imresize(photo, output_shape=args.whole)
     tiled = imresize(photo, output_shape=args.tiled)
@@ -67,16 +70,23 @@ def main() -> None:
 
     inference.Predictor.predict_iter = timed_predict_iter
     runs = {"whole": (whole, None), "tiled": (tiled, args.tile)}
+    if args.compare_one_tile_per_call:
+        runs["tiled, one tile per call"] = (tiled, args.tile)
     seconds = {name: [] for name in runs}
     in_network = []
-    for name, (image, tile) in runs.items():  # compile
+
+    def upscale(name: str) -> None:
+        image, tile = runs[name]
+        model._tile_batch = one_per_call if name.endswith("per call") else tile_batch
         model.upscale(image, tile=tile, overlap=args.overlap)
+
+    for name in runs:  # compile
+        upscale(name)
     for i in range(args.repeats):
-        for name in (runs if i % 2 == 0 else reversed(runs)):
-            image, tile = runs[name]
+        for name in (list(runs) if i % 2 == 0 else list(reversed(runs))):
             network[0] = 0.0
             start = time.perf_counter()
-            model.upscale(image, tile=tile, overlap=args.overlap)
+            upscale(name)
             seconds[name].append(time.perf_counter() - start)
             if name == "tiled":
                 in_network.append(network[0] / seconds[name][-1])
@@ -85,14 +95,16 @@ def main() -> None:
         pixels = image.shape[0] * image.shape[1]
         median = statistics.median(seconds[name])
         rates[name] = pixels / median
-        print(f"{name:6s} {image.shape[1]}x{image.shape[0]}: median {median:.2f} s "
+        print(f"{name} {image.shape[1]}x{image.shape[0]}: median {median:.2f} s "
               f"({', '.join(f'{s:.2f}' for s in seconds[name])}), "
               f"{rates[name] / 1e3:.1f} kpx/s")
-    print(f"tiled / whole pixel rate: {rates['tiled'] / rates['whole']:.2f}")
+    for name in rates:
+        if name != "whole":
+            print(f"{name} / whole pixel rate: {rates[name] / rates['whole']:.2f}")
     height, width = args.tiled
     spans = [tiling.tile_spans(n, args.tile, args.overlap) for n in (height, width)]
     computed = sum(h for _, h in spans[0]) * sum(w for _, w in spans[1]) / (height * width)
-    batch = model._tile_batch(args.tile)
+    batch = tile_batch(args.tile)
     print(f"{model!r}: {len(spans[0]) * len(spans[1])} tiles of {args.tile} (overlap "
           f"{args.overlap}) computing {computed:.3f}x the image's pixels, {batch} per call; "
           f"{np.median(in_network):.1%} of the tiled time in the network")
