@@ -13,7 +13,8 @@ Images are NumPy arrays as `drsan_jax.data.read_image` returns them: HxW or HxWx
 1, 3, 4, uint8 or uint16. Colour goes through DRSAN at the input's full precision (16-bit
 inputs are not reduced to 8 bits), grey images as three equal channels averaged back to one,
 and alpha is upscaled with bicubic. Everything JAX does (jit, padding to a few compiled shapes,
-tiling large images so memory stays bounded) happens behind these calls.
+tiling large images so memory stays bounded, mirroring pictures smaller than
+`tiling.MIN_SIDE` so that they keep their brightness) happens behind these calls.
 """
 
 from __future__ import annotations
@@ -41,9 +42,11 @@ from drsan_jax.models import InferenceModel
 DEFAULT_TILE = tiling.DEFAULT_TILE
 DEFAULT_OVERLAP = tiling.DEFAULT_OVERLAP
 # Most scratch memory the tiles of one call may need together (see `Upscaler._tile_batch`): a
-# DRSAN-32s runs two 512-pixel tiles at once at x2 (0.36 GiB each) and x3 (0.59 GiB), one
-# split over the devices at x4 (1.05 GiB).
-TILE_CALL_BYTES = 1.25 * 2**30
+# DRSAN-32s runs two 512-pixel tiles at once at x2 (0.36 GiB each), and one at a time, split
+# over the devices, at x3 (0.59 GiB) and x4 (1.05 GiB). On the 2-core VM two tiles at once were
+# 1.85x as fast as two split by rows at x2 on a quiet machine and as fast on a busy one, but
+# slower at x3 (0.88x) and x4 (0.68-0.94x), whose larger tiles compete for memory bandwidth.
+TILE_CALL_BYTES = 2**30
 
 
 def load(checkpoint: str | os.PathLike, which: str = "latest", scale: int | None = None

@@ -50,8 +50,9 @@ def upscale_rows(
 ) -> Iterator[np.ndarray]:
     """Super-resolves one picture of any kind, tile by tile, in bands of rows.
 
-    Nothing of the size of the result is held: each band is yielded as soon as it is final, so
-    a writer can stream it to a file (`data.image_io.write_image_rows`).
+    Each band is yielded as soon as it is final, so a writer can stream the result to a file
+    (`data.image_io.write_image_rows`); nothing of the result's size is held but the upscaled
+    alpha of an RGBA picture.
 
     Args:
       predict: the network on a list of (h, w, 3) float32 LR tiles of one shape (see

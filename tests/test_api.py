@@ -112,6 +112,18 @@ def test_auto_tiles_only_when_the_whole_image_does_not_fit(upscaler, lq, monkeyp
     assert sr.shape == (90, 122, 3)
 
 
+def test_tiles_per_call_follow_the_devices_and_the_scratch(upscaler, lq, monkeypatch):
+    assert upscaler._tile_batch(512) == 1  # the suite keeps one CPU device
+    one_at_a_time = upscaler.upscale(lq, tile=32, overlap=8)
+    monkeypatch.setattr(upscaler, "_devices", 2)
+    assert upscaler._tile_batch(None) == 1 and upscaler._tile_batch(512) == 2
+    # Tiles grouped two by two come out as they do one by one.
+    np.testing.assert_array_equal(upscaler.upscale(lq, tile=32, overlap=8), one_at_a_time)
+    per_tile = tiling.bytes_per_pixel(upscaler.inference_model.model) * 512 * 512
+    monkeypatch.setattr(api, "TILE_CALL_BYTES", 1.5 * per_tile)
+    assert upscaler._tile_batch(512) == 1
+
+
 def test_tile_arguments_are_checked(upscaler, lq):
     for tile in (0, -5, "big", 2.5, True):
         with pytest.raises(ValueError, match="tile must be"):
