@@ -6,10 +6,16 @@
 The photo is a real image (a B100 ground truth) enlarged to the requested size; the network is
 the published architecture with freshly initialised weights (memory and time do not depend on
 the weight values). The command runs in a child process, so its peak resident set size is the
-whole upscale run's: reading, every tile, and writing the PNG. Prints numbers; asserts nothing.
+whole upscale run's: reading, every tile, and writing the PNG. Also printed: the sizes that
+scale with the picture (the uint8 result, which the command streams to the PNG instead of
+holding it; a float32 copy of it, which it never makes) and with the tile (the network's
+scratch per call), to extrapolate to larger photos; and the load average, since the wall time
+follows it. Prints numbers; asserts nothing.
 """
 
 import argparse
+import math
+import os
 import resource
 import subprocess
 import sys
@@ -19,10 +25,11 @@ from pathlib import Path
 
 import jax
 
-from drsan_jax import api
+from drsan_jax import api, tiling
 from drsan_jax.checkpoints import save_params_for_inference
 from drsan_jax.data.image_io import read_image, write_image
 from drsan_jax.data.resize import imresize
+from drsan_jax.inference import bucket_shape
 from drsan_jax.models import build_model, init_params
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -46,8 +53,14 @@ def main() -> None:
                                          init_params(model, jax.random.key(0)))
         photo = tmp / "in" / "photo.png"
         write_image(photo, imresize(read_image(args.photo), output_shape=(height, width)))
-        count = api.load(ckpt).tile_count(height, width, None if args.tile == "none" else
-                                          int(args.tile) if args.tile.isdigit() else "auto")
+        upscaler = api.load(ckpt)
+        tile = upscaler.resolve_tile(height, width, None if args.tile == "none" else
+                                     int(args.tile) if args.tile.isdigit() else "auto")
+        count = upscaler.tile_count(height, width, tile)
+        per_call = upscaler._tile_batch(tile) if hasattr(upscaler, "_tile_batch") else 1
+        side = tile if tile is not None else max(height, width)
+        scratch = tiling.bytes_per_pixel(model) * math.prod(bucket_shape(side, side))
+        print(f"load average before: {os.getloadavg()}")
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "drsan_jax.upscale", str(photo), "--ckpt",
                         str(ckpt), "--output", str(tmp / "out"), "--tile", args.tile],
@@ -60,6 +73,11 @@ def main() -> None:
     print(f"DRSAN-{args.variant} x{args.scale}: {width}x{height} -> {out_w}x{out_h}, "
           f"{count} tile(s) (--tile {args.tile})")
     print(f"wall time {seconds:.1f} s, peak RSS {peak_kib / 2**20:.2f} GiB")
+    result = out_w * out_h * 3
+    print(f"uint8 result {result / 2**30:.2f} GiB, a float32 copy of it {4 * result / 2**30:.2f} "
+          f"GiB; network scratch {scratch / 2**30:.2f} GiB per {side}-pixel tile, {per_call} "
+          f"tile(s) per call")
+    print(f"load average after: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@ gives every device a band of rows, exchanges the border rows each convolution ne
 the DRM means into cross-device sums. On 2 cores this brought single-image inference to
 0.94-1.15x of PyTorch eager (benchmarks/bench.py, unpadded), within about 3e-7 of the
 one-device result. Buckets whose padded height does not split into at least 8 rows per device
-run on one device as before; `exact_shapes` always does.
+run on one device as before; `exact_shapes` always does. A call that holds as many images as
+there are devices (or a multiple: `batch_size`, as `api.Upscaler` sets it for tiles) is split
+by images instead: each device runs whole images, with nothing to exchange.
 
     predictor = Predictor(model, params)
     sr = data.quantize(predictor(lq))     # lq: one HxW[xC] image, uint8 / 16 or float in [0, 1]
@@ -49,39 +51,16 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from drsan_jax.data.image_io import to_model_input
 from drsan_jax.data.transforms import NUM_TRANSFORMS, inverse_transform, transform
+# The bucket sizes live with the other shapes the network runs at (JAX-free, for every backend).
+from drsan_jax.tiling import MIN_BUCKET, bucket_shape, bucket_size
 
-MIN_BUCKET = 16
 # LR pixels of one padded batch: four 512x512 inputs, well within a GPU and a laptop's memory
 # for the published variants (a 32s at 512x512 needs about half a GiB of scratch).
 DEFAULT_MAX_BATCH_PIXELS = 4 * 512 * 512
 # Fewest padded rows a device gets when an image is split by rows (split_rows).
 MIN_ROWS_PER_DEVICE = 8
-ROWS_AXIS = "rows"
-
-
-def bucket_size(length: int) -> int:
-    """The bucket a side of `length` pixels is padded to: the smallest of 16, 24, 32, 48, ...
-
-    Args:
-      length: a positive side length.
-
-    Returns:
-      The smallest 2^k or 3 * 2^(k-1) (at least `MIN_BUCKET`) that is >= length.
-    """
-    if length < 1:
-        raise ValueError(f"image sides must be at least 1 pixel, got {length}")
-    size = MIN_BUCKET
-    while True:
-        if length <= size:
-            return size
-        if length <= size * 3 // 2:
-            return size * 3 // 2
-        size *= 2
-
-
-def bucket_shape(height: int, width: int) -> tuple[int, int]:
-    """The padded (height, width) an image of this size is computed at."""
-    return bucket_size(height), bucket_size(width)
+# The one axis of the device mesh calls are split over (by rows or by images).
+DEVICES_AXIS = "devices"
 
 
 def pad_batch(images: Sequence[np.ndarray], shape: tuple[int, int], size: int | None = None
@@ -134,15 +113,17 @@ def default_split_rows() -> bool:
 
 
 @functools.cache
-def _rows_shardings(devices: tuple[jax.Device, ...]) -> tuple[NamedSharding, NamedSharding]:
-    """(batch split on axis 1, replicated) over a one-axis mesh of `devices`.
+def _split_shardings(devices: tuple[jax.Device, ...]
+                     ) -> tuple[NamedSharding, NamedSharding, NamedSharding]:
+    """(batch split on axis 1 (rows), on axis 0 (images), replicated) over `devices`.
 
     Cached so that every predictor passes equal shardings and `_forward` compiles one program
     per shape. The axis type is Auto: the partitioner chooses the intermediates' shardings.
     """
-    mesh = jax.make_mesh((len(devices),), (ROWS_AXIS,), axis_types=(AxisType.Auto,),
+    mesh = jax.make_mesh((len(devices),), (DEVICES_AXIS,), axis_types=(AxisType.Auto,),
                          devices=devices)
-    return NamedSharding(mesh, PartitionSpec(None, ROWS_AXIS)), NamedSharding(mesh, PartitionSpec())
+    return (NamedSharding(mesh, PartitionSpec(None, DEVICES_AXIS)),
+            NamedSharding(mesh, PartitionSpec(DEVICES_AXIS)), NamedSharding(mesh, PartitionSpec()))
 
 
 class Predictor:
@@ -159,10 +140,11 @@ class Predictor:
       max_batch_pixels: most LR pixels (padded) per call; larger buckets get smaller batches.
       precision: `jax.default_matmul_precision` for the convolutions ("highest", or None for
         the backend's default).
-      split_rows: whether calls are split by rows over all local devices (resolved: False with
-        one device or in exact_shapes mode). A call is split when its padded height divides
-        by the device count into at least `MIN_ROWS_PER_DEVICE` rows each; other calls run on
-        one device. The outputs agree with one-device inference up to float rounding.
+      split_rows: whether calls are spread over all local devices (resolved: False with one
+        device or in exact_shapes mode). A call of a multiple of the device count of images
+        gives each device whole images; another is split by rows when its padded height
+        divides by the device count into at least `MIN_ROWS_PER_DEVICE` rows each, else it
+        runs on one device. The outputs agree with one-device inference up to float rounding.
     """
 
     def __init__(
@@ -211,7 +193,7 @@ class Predictor:
         self.split_rows = bool(split_rows) and not exact_shapes and jax.local_device_count() > 1
         self._split_devices = jax.local_device_count() if self.split_rows else 1
         if self.split_rows:
-            self._rows, replicated = _rows_shardings(tuple(jax.local_devices()))
+            self._rows, self._images, replicated = _split_shardings(tuple(jax.local_devices()))
             # A second copy of the parameters, on every device; `self.params` (one device)
             # still serves the calls that are not split: committed replicated parameters
             # would pull those onto every device too, each computing the same thing.
@@ -278,7 +260,10 @@ class Predictor:
             per_call = self._batch_for(shape)
             for start in range(0, len(items), per_call):
                 batch = items[start : start + per_call]
-                pending.append((batch, self._dispatch(shape, [x for _, _, x in batch], per_call)))
+                # A short last batch fills spare slots (the same program again), unless that
+                # would give a device nothing but spare slots: then it runs alone, by rows.
+                size = len(batch) if len(batch) < self._split_devices else per_call
+                pending.append((batch, self._dispatch(shape, [x for _, _, x in batch], size)))
         sums: dict[int, np.ndarray] = {}
         for batch, output in pending:
             output = np.asarray(output)  # (n, H_c*s, W_c*s, 3)
@@ -296,17 +281,29 @@ class Predictor:
             (x,) = inputs
             return _forward(self.model, self.params, x[None], None, self.precision)
         lq, mask = pad_batch(inputs, shape, size)
-        if self._splits(shape[0]):
-            # Committed row-split inputs and replicated parameters: jit compiles the program
-            # for these shardings (one per shape) and the partitioner splits the computation.
-            lq, mask = jax.device_put((lq, mask), self._rows)
+        sharding = self._split_sharding(shape[0], size)
+        if sharding is not None:
+            # Committed split inputs and replicated parameters: jit compiles the program for
+            # these shardings (one per shape) and the partitioner splits the computation.
+            lq, mask = jax.device_put((lq, mask), sharding)
             return _forward(self.model, self._split_params, lq, mask, self.precision)
         return _forward(self.model, self.params, lq, mask, self.precision)
 
-    def _splits(self, height: int) -> bool:
-        """Whether a call at this padded height is split by rows over the devices."""
+    def _split_sharding(self, height: int, size: int) -> NamedSharding | None:
+        """How a call of `size` images at this padded height is spread over the devices.
+
+        By images when every device gets the same number (no rows to exchange, no DRM sums
+        across devices), else by rows when every device gets `MIN_ROWS_PER_DEVICE` or more,
+        else not at all (None).
+        """
         n = self._split_devices
-        return self.split_rows and height % n == 0 and height // n >= MIN_ROWS_PER_DEVICE
+        if not self.split_rows:
+            return None
+        if size % n == 0:
+            return self._images
+        if height % n == 0 and height // n >= MIN_ROWS_PER_DEVICE:
+            return self._rows
+        return None
 
 
 __all__ = [

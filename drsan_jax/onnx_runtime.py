@@ -4,8 +4,8 @@
     model = OnnxUpscaler("drsan-32s-x2.onnx")    # written by `python -m drsan_jax.export`
     sr = model.upscale(image)                     # as `drsan_jax.load(...).upscale(image)`
 
-`OnnxUpscaler` has the JAX `api.Upscaler`'s `upscale`, `bicubic`, `resolve_tile` and
-`tile_count`, and treats pictures identically: the same image kinds (`image_modes`), the same
+`OnnxUpscaler` has the JAX `api.Upscaler`'s `upscale`, `upscale_rows`, `bicubic`, `resolve_tile`
+and `tile_count`, and treats pictures identically: the same image kinds (`image_modes`), the same
 overlapping tiles and cross-fade (`tiling`), the same rounding to 8 or 16 bits. So
 `python -m drsan_jax.upscale --ckpt model.onnx` and `drsan_jax.load("model.onnx")` run it too.
 What it lacks is the self-ensemble and `inspect` (the exported graph returns the picture only).
@@ -20,7 +20,7 @@ from the input's shape and the scale from one small probe run.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +177,27 @@ class OnnxUpscaler:
         """
         image = image_modes.check_image(image)
         tile = self.resolve_tile(*image.shape[:2], tile, overlap, self_ensemble)
-        return image_modes.upscale_image(self.predict, image, self.scale, tile, overlap, on_tile)
+        return image_modes.upscale_image(self._predict_tiles, image, self.scale, tile, overlap,
+                                         on_tile)
+
+    def upscale_rows(
+        self,
+        image: np.ndarray,
+        self_ensemble: bool = False,
+        tile: int | str | None = "auto",
+        overlap: int = tiling.DEFAULT_OVERLAP,
+        on_tile: Callable[[], None] | None = None,
+    ) -> Iterator[np.ndarray]:
+        """`upscale`'s result in consecutive bands of rows, as `api.Upscaler.upscale_rows`."""
+        image = image_modes.check_image(image)
+        tile = self.resolve_tile(*image.shape[:2], tile, overlap, self_ensemble)
+        return image_modes.upscale_rows(self._predict_tiles, image, self.scale, tile, overlap,
+                                        on_tile)
+
+    def _predict_tiles(self, tiles: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The `tiling.BatchPredictFn` of this backend: one tile after another (ONNX Runtime
+        already spreads each operator over the cores)."""
+        return [self.predict(x) for x in tiles]
 
     def bicubic(self, image: np.ndarray) -> np.ndarray:
         """The bicubic baseline: MATLAB's imresize by `scale`, same dtype and channels."""

@@ -37,7 +37,7 @@ from drsan_jax.data.image_io import (
     check_image_file,
     list_images,
     read_image,
-    write_image,
+    write_image_rows,
 )
 
 
@@ -142,6 +142,10 @@ def upscale_files(upscaler: Upscaler, pairs: list[tuple[Path, Path]], tile: int 
                   overlap: int, self_ensemble: bool) -> list[str]:
     """Upscales every (input, output) pair with progress bars over images and tiles.
 
+    A tiled picture shows a bar over its tiles with the time left. Its result goes to the file
+    band by band as the tiles finish (PNG and TIFF; see `data.image_io.write_image_rows`), so a
+    photo upscaled to hundreds of megapixels is never whole in memory.
+
     Args:
       upscaler: the loaded model.
       pairs: from `plan_outputs`.
@@ -160,10 +164,13 @@ def upscale_files(upscaler: Upscaler, pairs: list[tuple[Path, Path]], tile: int 
             height, width = image.shape[:2]
             resolved = upscaler.resolve_tile(height, width, tile, overlap, self_ensemble)
             count = upscaler.tile_count(height, width, resolved, overlap, self_ensemble)
+            shape = (height * upscaler.scale, width * upscaler.scale, *image.shape[2:])
+            # smoothing=0: the time left from the mean rate so far, steadier than the rate of
+            # the last few tiles (the last tile of each row and column is smaller).
             with tqdm(total=count, desc=src.name, unit="tile", leave=False, file=sys.stderr,
-                      disable=count == 1) as bar:
-                sr = upscaler.upscale(image, self_ensemble, resolved, overlap, bar.update)
-            write_image(dst, sr)
+                      disable=count == 1, smoothing=0) as bar:
+                rows = upscaler.upscale_rows(image, self_ensemble, resolved, overlap, bar.update)
+                write_image_rows(dst, shape, image.dtype, rows)
         except (ImageReadError, ValueError, OSError) as e:
             failures.append(src)
             # Read and write errors name their file; the model's own do not.

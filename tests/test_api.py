@@ -1,13 +1,14 @@
-"""Tests for drsan_jax.api: load, upscale of every image kind, tiles, bicubic, inspect."""
+"""Tests for drsan_jax.api: load, upscale of every image kind, tiles, bicubic, inspect, the
+smallest pictures of every family."""
 
 import numpy as np
 import pytest
-from conftest import TINY, lr_crop, save_tiny_checkpoint
+from conftest import TINY, lr_crop, random_params, save_tiny_checkpoint
 
 from drsan_jax import api, metrics, tiling
-from drsan_jax.data import imresize, quantize, read_image
+from drsan_jax.data import imresize, quantize, read_image, to_model_input
 from drsan_jax.inference import Predictor
-from drsan_jax.models import num_paths, path_index
+from drsan_jax.models import InferenceModel, build_model, config_of, num_paths, path_index
 
 # Largest PSNR change (dB, Y channel against HR) that tiling may cause; the shipped defaults
 # measured far below it on the benchmarks (see README, "Tiles").
@@ -111,6 +112,18 @@ def test_auto_tiles_only_when_the_whole_image_does_not_fit(upscaler, lq, monkeyp
     assert sr.shape == (90, 122, 3)
 
 
+def test_tiles_per_call_follow_the_devices_and_the_scratch(upscaler, lq, monkeypatch):
+    assert upscaler._tile_batch(512) == 1  # the suite keeps one CPU device
+    one_at_a_time = upscaler.upscale(lq, tile=32, overlap=8)
+    monkeypatch.setattr(upscaler, "_devices", 2)
+    assert upscaler._tile_batch(None) == 1 and upscaler._tile_batch(512) == 2
+    # Tiles grouped two by two come out as they do one by one.
+    np.testing.assert_array_equal(upscaler.upscale(lq, tile=32, overlap=8), one_at_a_time)
+    per_tile = tiling.bytes_per_pixel(upscaler.inference_model.model) * 512 * 512
+    monkeypatch.setattr(api, "TILE_CALL_BYTES", 1.5 * per_tile)
+    assert upscaler._tile_batch(512) == 1
+
+
 def test_tile_arguments_are_checked(upscaler, lq):
     for tile in (0, -5, "big", 2.5, True):
         with pytest.raises(ValueError, match="tile must be"):
@@ -144,3 +157,57 @@ def test_inspect_all_blocks_and_bad_blocks(upscaler, lq):
     assert ((info.rsa_maps[0, 1] > 0) & (info.rsa_maps[0, 1] < 1)).all()  # a sigmoid
     with pytest.raises(ValueError, match="no block"):
         upscaler.inspect(lq, blocks=[(1, 1)])
+
+
+# A tiny model of every family, random weights: enough to see what the picture's size does.
+TINY_FAMILIES = {
+    "drsan": ("32s", {"features": 8, "num_blocks": 2, "num_groups": 1}),
+    "dran": ("dran-s", {"features": 8, "num_blocks": 2, "drm_width": 1}),
+    "edsr": ("edsr-baseline", {"features": 8, "num_blocks": 1}),
+    "mdsr": ("mdsr-baseline", {"features": 8, "num_blocks": 1}),
+    "lesrcnn": ("lesrcnn", {"features": 8}),
+}
+
+
+def tiny_upscaler(family: str, scale: int = 2) -> api.Upscaler:
+    name, sizes = TINY_FAMILIES[family]
+    model = build_model(name, scale, **sizes)
+    return api.Upscaler(InferenceModel(model, random_params(model), scale, None, None,
+                                       config_of(model), f"tiny {family}"))
+
+
+@pytest.mark.parametrize("family", sorted(TINY_FAMILIES))
+def test_small_pictures_go_through_the_network_mirrored(family):
+    upscaler = tiny_upscaler(family)
+    rng = np.random.default_rng(0)
+    for shape in [(1, 1), (2, 2), (1, 7), (3, 2), (7, 1), (5, 40), (31, 31)]:
+        image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+        pads = [tiling.min_side_padding(n) for n in shape]
+        # Reflection: a 1-pixel side becomes the pixel repeated (numpy's "edge").
+        mirrored = np.pad(image, [*pads, (0, 0)], mode="symmetric")
+        assert min(mirrored.shape[:2]) >= tiling.MIN_SIDE
+        (top, _), (left, _) = pads
+        expected = upscaler.upscale(mirrored)[2 * top:2 * (top + shape[0]),
+                                              2 * left:2 * (left + shape[1])]
+        np.testing.assert_array_equal(upscaler.upscale(image), expected, err_msg=str(shape))
+        grey = upscaler.upscale(image[..., 0])
+        assert grey.shape == (2 * shape[0], 2 * shape[1])
+    if family == "dran":
+        # Why no picture may skip it: DRAN's DRM pools twice by 2, and has no value below 4 px.
+        alone = upscaler._predictors[False](to_model_input(image[:3, :3]))
+        assert np.isnan(alone).all()
+
+
+@pytest.mark.slow
+def test_tiny_grey_pictures_keep_their_brightness_with_the_shipped_model():
+    model = api.load("32s-x2")
+    for level in (64, 128, 200):
+        for side in (1, 2):
+            for image in (np.full((side, side), level, np.uint8),
+                          np.full((side, side, 3), level, np.uint8)):
+                sr = model.upscale(image)
+                assert sr.shape == (2 * side, 2 * side, *image.shape[2:])
+                assert abs(sr.astype(float).mean() - level) <= 2, (level, side, sr.mean())
+    # Before the mirroring, the network saw 1 pixel amid zeros: about a fifth of the level.
+    alone = model._predictors[False](np.full((1, 1, 3), 128 / 255, np.float32))
+    assert quantize(alone).mean() < 128 * 0.3

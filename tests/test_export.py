@@ -180,6 +180,22 @@ def test_onnx_upscaler_upscales_like_the_jax_upscaler(tile, exported, inference_
         runner.upscale(pictures["rgb"], self_ensemble=True)
 
 
+def test_onnx_upscaler_mirrors_small_pictures_like_the_jax_upscaler(exported, inference_model,
+                                                                   pictures):
+    runner = onnx_runtime.OnnxUpscaler(exported("onnx", "nhwc", "fp32"))
+    jax_upscaler = api.Upscaler(inference_model)
+    calls = []
+    predict = runner.predict
+    runner.predict = lambda lq: calls.append(lq.shape) or predict(lq)
+    for shape in [(1, 1), (2, 3), (1, 7)]:
+        picture = pictures["rgb"][:shape[0], :shape[1]]
+        got, expected = runner.upscale(picture), jax_upscaler.upscale(picture)
+        assert got.shape == expected.shape == (2 * shape[0], 2 * shape[1], 3)
+        assert np.abs(got.astype(int) - expected).max() <= 1
+    # The network saw each picture mirrored to the smallest side, never the few pixels alone.
+    assert calls == [(onnx_runtime.tiling.MIN_SIDE, onnx_runtime.tiling.MIN_SIDE, 3)] * 3
+
+
 def test_onnx_upscaler_tiles_when_the_picture_does_not_fit(exported, monkeypatch):
     runner = onnx_runtime.OnnxUpscaler(exported("onnx", "nhwc", "fp32"))
     assert runner.resolve_tile(45, 61) is None

@@ -240,3 +240,66 @@ def test_list_images(tmp_path, rgb):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="empty.*no images"):
         image_io.list_images(tmp_path / "empty")
+
+
+def bands_of(image, heights):
+    """The image cut into consecutive bands of rows of the given heights (the last takes the rest)."""
+    start = 0
+    for h in heights:
+        yield image[start:start + h]
+        start += h
+    if start < len(image):
+        yield image[start:]
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif", ".bmp", ".jpg"])
+def test_rows_are_written_as_the_whole_image_is(tmp_path, rgb, grey, ext):
+    rng = np.random.default_rng(0)
+    deep = rgb.astype(np.uint16) * 256 + rng.integers(0, 256, rgb.shape, dtype=np.uint16)
+    kinds = {"rgb": rgb, "grey": grey, "grey1": grey[..., None]}
+    if ext in (".png", ".tif"):
+        kinds |= {"rgba": np.dstack([rgb, 255 - rgb[..., :1]]), "deep": deep,
+                  "deep_grey": deep[..., 0], "deep_rgba": np.dstack([deep, deep[..., :1]])}
+    for name, image in kinds.items():
+        whole, streamed = tmp_path / f"{name}_whole{ext}", tmp_path / f"{name}_rows{ext}"
+        image_io.write_image(whole, image)
+        image_io.write_image_rows(streamed, image.shape, image.dtype,
+                                  bands_of(image, [1, 30, 0, 7, 64]))
+        got = image_io.read_image(streamed)
+        np.testing.assert_array_equal(got, image_io.read_image(whole), err_msg=name)
+        if ext != ".jpg":
+            np.testing.assert_array_equal(got.reshape(image.shape), image, err_msg=name)
+        if ext in (".tif", ".bmp", ".jpg"):  # TIFF streams through tifffile: the same file
+            assert streamed.read_bytes() == whole.read_bytes(), name
+        if ext == ".png" and image.dtype == np.uint8:  # Pillow decodes it alike
+            np.testing.assert_array_equal(np.asarray(Image.open(streamed)).reshape(image.shape),
+                                          image)
+
+
+def test_streamed_png_filters_real_rows_adaptively(tmp_path):
+    image = iio.imread(_data_dir() / "benchmark" / "HR" / "Set14" / "comic.png")
+    path = tmp_path / "comic.png"
+    image_io.write_image_rows(path, image.shape, image.dtype, bands_of(image, [100, 100]))
+    data, pos, idat = path.read_bytes(), 8, []
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        if data[pos + 4:pos + 8] == b"IDAT":
+            idat.append(data[pos + 8:pos + 8 + length])
+        pos += 12 + length
+    rows = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8).reshape(len(image), -1)
+    # A photograph takes more than one filter, and the file is no larger than Pillow's.
+    assert len(np.unique(rows[:, 0])) >= 3
+    image_io.write_image(tmp_path / "pillow.png", image)
+    assert path.stat().st_size < 1.05 * (tmp_path / "pillow.png").stat().st_size
+    np.testing.assert_array_equal(image_io.read_image(path), image)
+
+
+def test_rows_that_do_not_make_the_image_leave_no_file(tmp_path, rgb):
+    path = tmp_path / "short.png"
+    with pytest.raises(ValueError, match="the bands end after 40 of 96 rows"):
+        image_io.write_image_rows(path, rgb.shape, rgb.dtype, [rgb[:40]])
+    with pytest.raises(ValueError, match="does not continue"):
+        image_io.write_image_rows(path, rgb.shape, rgb.dtype, [rgb[:40], rgb[:40, :10]])
+    with pytest.raises(ValueError, match="16-bit images can be stored as PNG or TIFF"):
+        image_io.write_image_rows(tmp_path / "deep.jpg", rgb.shape, np.uint16, [])
+    assert list(tmp_path.iterdir()) == []

@@ -166,11 +166,12 @@ from drsan_jax.models import DRSAN, param_shapes
 devices = int(sys.argv[1])
 assert jax.local_device_count() == devices
 # The devices each call's output lives on, by (split_rows, padded height).
-used = {}
+used, calls = {}, []
 dispatch = Predictor._dispatch
 def recording_dispatch(self, shape, inputs, size):
     out = dispatch(self, shape, inputs, size)
     used[f"{self.split_rows} {shape[0]}"] = len(out.sharding.device_set)
+    calls.append([self.split_rows, len(inputs), size])
     return out
 Predictor._dispatch = recording_dispatch
 
@@ -186,7 +187,8 @@ outputs = {}
 for split_rows in (True, False):
     single = Predictor(model, params, split_rows=split_rows)
     results[f"resolved {split_rows}"] = single.split_rows
-    # A batch of two (rows still split on axis 1) with a spare slot in its second call.
+    # A batch of two (one image per device on 2 devices, rows split on 3) with a spare slot in
+    # its second call.
     batched = Predictor(model, params, split_rows=split_rows, batch_size=2)
     # The self-ensemble of a non-square image: transposed calls take another bucket.
     ensemble = Predictor(model, params, split_rows=split_rows, self_ensemble=True)
@@ -196,6 +198,7 @@ for split_rows in (True, False):
 results["shapes_equal"] = [a.shape == b.shape for a, b in zip(*outputs.values())]
 results["diffs"] = [float(np.abs(a - b).max()) for a, b in zip(*outputs.values())]
 results["used"] = used
+results["calls"] = calls
 # A second pass over the same sizes compiles nothing.
 before = inference.compiled_programs()
 for split_rows in (True, False):
@@ -224,3 +227,7 @@ def test_split_rows_over_cpu_devices_equals_one_device(devices):
         **{f"True {h}": devices if split else 1 for h, split in expected.items()},
         **{f"False {h}": 1 for h in expected}}
     assert results["recompiled"] == 0
+    # Spare slots pad a short batch, but never so far that a device computes only spares.
+    assert [True, 1, 1] in results["calls"] and [False, 1, 2] in results["calls"]
+    assert all(size == images or images >= devices or not split
+               for split, images, size in results["calls"])

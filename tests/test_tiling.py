@@ -1,10 +1,15 @@
-"""Tests for drsan_jax.tiling: tile geometry, blend weights, exact stitching, memory planning."""
+"""Tests for drsan_jax.tiling: tile geometry, blend weights, exact stitching, the streamed
+bands against the algorithm they replaced, the smallest side, memory planning."""
+
+import math
 
 import numpy as np
 import pytest
-from conftest import tiny_model
+from conftest import lr_crop, random_params, tiny_model
 
 from drsan_jax import tiling
+from drsan_jax.data import quantize
+from drsan_jax.inference import Predictor
 
 
 def nearest(scale):
@@ -13,32 +18,47 @@ def nearest(scale):
 
 
 @pytest.mark.parametrize("length,tile,overlap", [(100, 40, 8), (41, 40, 8), (1000, 512, 32),
-                                                 (97, 32, 0), (500, 96, 40)])
+                                                 (97, 32, 0), (500, 96, 40), (1200, 512, 32),
+                                                 (1600, 512, 32), (24000, 512, 32)])
 def test_tiles_cover_the_axis_with_at_least_the_overlap(length, tile, overlap):
-    starts = tiling.tile_starts(length, tile, overlap)
-    assert starts[0] == 0 and starts[-1] == length - tile
-    gaps = np.diff(starts)
-    assert (gaps > 0).all() and (tile - gaps >= overlap).all()
-    assert len(starts) == int(np.ceil((length - overlap) / (tile - overlap)))
+    spans = tiling.tile_spans(length, tile, overlap)
+    starts, sizes = np.array(spans).T
+    assert starts[0] == 0 and starts[-1] + sizes[-1] == length
+    ends = starts + sizes
+    assert (np.diff(starts) > 0).all() and (ends[:-1] - starts[1:] >= overlap).all()
+    assert len(spans) == math.ceil((length - overlap) / (tile - overlap))
+    # Full tiles a step of tile - overlap apart; the last one a bucket (or a full tile) that
+    # computes less than a bucket step more than the blend needs.
+    assert (sizes[:-1] == tile).all() and (np.diff(starts[:-1]) == tile - overlap).all()
+    last = sizes[-1]
+    assert last == tile or (last == tiling.bucket_size(last) and last >= tiling.MIN_SIDE)
+    needed = max(length - (ends[-2] - overlap), tiling.MIN_SIDE)
+    assert needed <= last < max(1.5 * needed, tiling.MIN_BUCKET) or last == tile
 
 
 def test_tile_geometry_errors_and_single_tiles():
-    assert tiling.tile_starts(30, 40, 8) == [0]
+    assert tiling.tile_spans(30, 40, 8) == [(0, 30)]
+    assert tiling.tile_spans(1200, 512, 32) == [(0, 512), (480, 512), (944, 256)]
+    assert tiling.tile_spans(1600, 512, 32) == [(0, 512), (480, 512), (960, 512), (1408, 192)]
     assert tiling.num_tiles(30, 100, 40, 8) == 3
     assert tiling.num_tiles(3000, 4000, None, 8) == 1
+    assert tiling.num_tiles(1, 7, 32, 8) == 1
     with pytest.raises(ValueError, match="below 20"):
-        tiling.tile_starts(100, 40, 20)
+        tiling.tile_spans(100, 40, 20)
+    with pytest.raises(ValueError, match=f"at least {tiling.MIN_SIDE}"):
+        tiling.choose_tile(tiling.MIN_SIDE - 1, 4, lambda: True)
+    assert tiling.choose_tile(tiling.MIN_SIDE, 4, lambda: True) == tiling.MIN_SIDE
 
 
 @pytest.mark.parametrize("overlap", [0, 8, 12])
 def test_blend_weights_sum_to_one_and_drop_the_outer_quarter(overlap):
     length, tile, scale = 150, 48, 3
-    starts = tiling.tile_starts(length, tile, overlap)
-    weights = tiling.blend_weights(starts, tile, length, overlap, scale)
+    spans = tiling.tile_spans(length, tile, overlap)
+    weights = tiling.blend_weights(spans, length, overlap, scale)
     total = np.zeros(length * scale)
-    for start, w in zip(starts, weights):
-        assert w.shape == (tile * scale,) and (w >= 0).all()
-        total[start * scale:(start + tile) * scale] += w
+    for (start, size), w in zip(spans, weights):
+        assert w.shape == (size * scale,) and (w >= 0).all()
+        total[start * scale:(start + size) * scale] += w
         if start > 0:  # an interior edge: pixels near it are never used
             assert (w[: overlap * scale // 4] == 0).all()
     np.testing.assert_allclose(total, 1.0, rtol=1e-6)
@@ -78,3 +98,108 @@ def test_memory_estimate_follows_scale_and_bucket():
     assert single > 128 * 128 * tiling.bytes_per_pixel(x2)
     assert tiling.inference_bytes(x2, 100, 100, True) > 2 * single
     assert 0 < tiling.memory_budget()
+
+
+def old_tile_spans(length, tile, overlap):
+    """The tile geometry before commit 'bigpics': equal tiles spread evenly over the axis."""
+    if length <= tile:
+        return [(0, length)]
+    count = math.ceil((length - overlap) / (tile - overlap))
+    return [(round(i * (length - tile) / (count - 1)), tile) for i in range(count)]
+
+
+def old_upscale_tiled(predict, lq, scale, out, rows, cols, overlap):
+    """The tiling loop `tiled_rows` replaced, verbatim but for tiles given as spans: the whole
+    float32 strip of a row of tiles, grown by the rows still shared with the row below."""
+    height, width = lq.shape[:2]
+    row_weights = tiling.blend_weights(rows, height, overlap, scale)
+    col_weights = tiling.blend_weights(cols, width, overlap, scale)
+    pending_start, pending = 0, np.zeros((0, width * scale, 3), np.float32)
+    for i, (top, tile_h) in enumerate(rows):
+        strip = np.zeros((tile_h * scale, width * scale, 3), np.float32)
+        for (left, tile_w), col_w in zip(cols, col_weights):
+            sr = predict(lq[top:top + tile_h, left:left + tile_w])
+            strip[:, left * scale:(left + tile_w) * scale] += sr * col_w[None, :, None]
+        strip *= row_weights[i][:, None, None]
+        end = (top + tile_h) * scale
+        grown = np.zeros((end - pending_start, width * scale, 3), np.float32)
+        grown[:len(pending)] = pending
+        grown[top * scale - pending_start:] += strip
+        final = (rows[i + 1][0] if i + 1 < len(rows) else height) * scale
+        quantize(grown[:final - pending_start], out=out[pending_start:final])
+        pending_start, pending = final, grown[final - pending_start:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_drsan():
+    """A tiny x2 DRSAN with DRM (each tile its own r) and random weights, one tile at a time."""
+    model = tiny_model(2)
+    return Predictor(model, random_params(model))
+
+
+def assemble(bands):
+    return np.concatenate(list(bands), axis=0)
+
+
+@pytest.mark.parametrize("geometry", ["old", "new"])
+def test_streamed_bands_equal_the_replaced_algorithm_bit_for_bit(geometry, tiny_drsan,
+                                                                 benchmark_dir, monkeypatch):
+    # A real picture, 5 x 4 tiles of 48 with 12 overlap; DRM makes every tile's output its own.
+    lq = lr_crop(benchmark_dir, size=(170, 150)).astype(np.float32) / 255
+    tile, overlap = 48, 12
+    if geometry == "old":
+        monkeypatch.setattr(tiling, "tile_spans", old_tile_spans)
+    rows, cols = tiling.tile_spans(170, tile, overlap), tiling.tile_spans(150, tile, overlap)
+    assert (len(rows), len(cols)) == (5, 4)
+    expected = old_upscale_tiled(tiny_drsan, lq, 2, np.zeros((340, 300, 3), np.uint8), rows,
+                                 cols, overlap)
+    calls = []
+
+    def predict(tiles):
+        calls.append([x.shape for x in tiles])
+        return [tiny_drsan(x) for x in tiles]
+
+    for batch in (1, 3):
+        calls.clear()
+        got = assemble(tiling.tiled_rows(predict, lq, 2, tile, overlap, np.uint8, batch))
+        np.testing.assert_array_equal(got, expected)
+        # Every call holds tiles of one shape, at most `batch`, and every tile runs once.
+        assert all(len(set(shapes)) == 1 and len(shapes) <= batch for shapes in calls)
+        assert sum(map(len, calls)) == 20
+    assert max(map(len, calls)) == 3
+
+
+def test_tiles_and_bands_hold_only_what_the_blend_needs(tiny_drsan):
+    lq = np.random.default_rng(0).random((300, 200, 3), dtype=np.float32)
+    computed, bands = [], []
+
+    def predict(tiles):
+        computed.extend(x.shape[0] * x.shape[1] for x in tiles)
+        return [tiny_drsan(x) for x in tiles]
+
+    for band in tiling.tiled_rows(predict, lq, 2, 96, 16, np.uint16):
+        assert band.dtype == np.uint16 and band.shape[1:] == (400, 3)
+        bands.append(len(band))
+    # Each band ends where the next row of tiles starts.
+    starts = [start for start, _ in tiling.tile_spans(300, 96, 16)] + [300]
+    assert bands == [2 * (b - a) for a, b in zip(starts, starts[1:])] == [160, 160, 152, 128]
+    # The overlaps the blend needs (3 x 16 and 2 x 16 LR pixels) and the last tiles' rounding
+    # up to a bucket (64 for 60 rows, 48 for 40 columns); the even spread of the tiles this
+    # replaced computed 384 x 288 pixels.
+    assert sum(computed) == (3 * 96 + 64) * (2 * 96 + 48) < 384 * 288
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 2), (1, 7), (3, 2), (23, 5), (5, 100)])
+def test_small_pictures_are_padded_by_reflection_for_the_network(shape, tiny_drsan):
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    got = assemble(tiling.tiled_rows(lambda t: [tiny_drsan(x) for x in t], image, 2, 48, 8))
+    assert got.shape == (2 * shape[0], 2 * shape[1], 3)
+    pads = [tiling.min_side_padding(n) for n in shape]
+    padded = np.pad(image, [*pads, (0, 0)], mode="symmetric")
+    assert min(padded.shape[:2]) == tiling.MIN_SIDE
+    whole = assemble(tiling.tiled_rows(lambda t: [tiny_drsan(x) for x in t], padded, 2, 48, 8))
+    (top, _), (left, _) = pads
+    np.testing.assert_array_equal(got, whole[2 * top:2 * (top + shape[0]),
+                                             2 * left:2 * (left + shape[1])])

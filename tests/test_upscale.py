@@ -78,6 +78,9 @@ def test_files_and_tiles_and_self_ensemble(inputs, ckpt, tmp_path, capsys):
             "--tile", "32", "--tile_overlap", "8", "--self_ensemble", "--scale", "2"]
     assert run(args) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grey.png", "rgb.png"]
+    # A bar over each picture's 2 x 3 tiles, with the time left ("<?" until the first tile).
+    err = capsys.readouterr().err
+    assert "rgb.png:   0%|" in err and "| 0/6 [00:00<?" in err
     expected = api.load(ckpt).upscale(read_image(inputs / "rgb.png"), self_ensemble=True,
                                       tile=32, overlap=8)
     np.testing.assert_array_equal(read_image(tmp_path / "rgb.png"), expected)

@@ -12,6 +12,9 @@ rounded half up), the last step before every benchmark score and every saved ima
 
 Decoding goes through imageio (Pillow, and imageio's bundled tifffile for TIFF). Pillow silently
 truncates 16-bit colour PNGs to 8 bits, so those are read and written by a small PNG codec here.
+`write_image_rows` writes an image that arrives in bands of rows (an upscaled photo of hundreds
+of megapixels) without ever holding it whole: PNGs through that codec, TIFFs through tifffile,
+which takes rows one by one and writes the same file as for the whole array.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
+import tifffile
 from PIL import Image as PILImage
 
 from drsan_jax.files import atomic_write
@@ -48,6 +53,12 @@ _SIGNATURES = (_PNG_SIGNATURE, b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*", b
                b"MM\x00+")
 # PNG colour types (PNG spec, IHDR) -> samples per pixel, for those Pillow truncates at 16 bit.
 _PNG_COLOUR_CHANNELS = {2: 3, 4: 2, 6: 4}
+# Samples per pixel -> the PNG colour type that `_write_png` writes them as.
+_PNG_COLOUR_TYPES = {1: 0, 3: 2, 4: 6}
+# Rows filtered at a time by `_write_png`: its scratch is a few times this many rows.
+_PNG_FILTER_ROWS = 64
+# Compressed bytes gathered into one IDAT chunk.
+_PNG_CHUNK_BYTES = 1 << 22
 
 
 class ImageReadError(ValueError):
@@ -235,6 +246,60 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
     """
     path = Path(path)
     image = np.asarray(image)
+    ext = _check_writable(path, image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if ext == ".png" and image.dtype == np.uint16 and image.ndim == 3:
+        atomic_write(path, lambda tmp: _write_png(tmp, image.shape, image.dtype, [image]))
+    elif ext in (".jpg", ".jpeg"):
+        atomic_write(path, lambda tmp: iio.imwrite(tmp, image, quality=95))
+    else:
+        atomic_write(path, lambda tmp: iio.imwrite(tmp, image))
+
+
+def write_image_rows(path: str | os.PathLike, shape: tuple[int, ...], dtype: np.dtype,
+                     rows: Iterable[np.ndarray]) -> None:
+    """Writes an image that arrives as consecutive bands of rows, as `write_image` would.
+
+    PNG and TIFF files are written band by band, so the image is never whole in memory (a
+    24000x16000 RGB result is 1.1 GB as uint8); they decode to exactly the pixels `write_image`
+    stores (TIFFs are the same bytes). Other formats gather the bands first.
+
+    Args:
+      path: the destination; its extension picks the format (any of `IMAGE_EXTENSIONS`).
+      shape: the whole image's shape, HxW or HxWxC (C in {1, 3, 4}).
+      dtype: uint8 or uint16.
+      rows: arrays of shape (h, *shape[1:]) and `dtype`, top to bottom, whose heights add up
+        to shape[0]; consumed while the file is written.
+
+    Raises:
+      ValueError: what `write_image` refuses, or bands that do not make up `shape`.
+      OSError: the file cannot be written; an older file at `path` is then left as it was.
+    """
+    path = Path(path)
+    shape, dtype = tuple(shape), np.dtype(dtype)
+    ext = _check_writable(path, np.empty((0, *shape[1:]), dtype))
+    bands = _checked_bands(path, shape, dtype, rows)
+    if ext not in (".png", ".tif", ".tiff"):
+        whole = np.empty(shape, dtype)
+        start = 0
+        for band in bands:
+            whole[start:start + len(band)] = band
+            start += len(band)
+        write_image(path, whole)
+        return
+    if len(shape) == 3 and shape[2] == 1:
+        shape, bands = shape[:2], (band[..., 0] for band in bands)
+    if ext == ".png":
+        atomic_write(path, lambda tmp: _write_png(tmp, shape, dtype, bands))
+    else:
+        # tifffile takes an iterator of rows and writes the file `iio.imwrite` writes.
+        row_iter = (row for band in bands for row in band)
+        atomic_write(path, lambda tmp: tifffile.imwrite(tmp, row_iter, shape=shape, dtype=dtype))
+
+
+def _check_writable(path: Path, image: np.ndarray) -> str:
+    """The file extension, or a ValueError if `image`'s kind cannot be stored at `path`."""
     problem = _layout_problem(image)
     if problem:
         raise ValueError(f"cannot write image {path}: {problem}")
@@ -252,14 +317,23 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
         raise ValueError(
             f"cannot write image {path}: images with alpha can be stored as PNG or TIFF"
         )
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    if ext == ".png" and image.dtype == np.uint16 and image.ndim == 3:
-        atomic_write(path, lambda tmp: _write_png_16bit_colour(tmp, image))
-    elif ext in (".jpg", ".jpeg"):
-        atomic_write(path, lambda tmp: iio.imwrite(tmp, image, quality=95))
-    else:
-        atomic_write(path, lambda tmp: iio.imwrite(tmp, image))
+    return ext
+
+
+def _checked_bands(path: Path, shape: tuple[int, ...], dtype: np.dtype,
+                   rows: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """The bands of `rows`, checked against the image's shape and dtype as they pass."""
+    done = 0
+    for band in rows:
+        band = np.asarray(band)
+        if band.shape[1:] != shape[1:] or band.dtype != dtype or done + len(band) > shape[0]:
+            raise ValueError(f"cannot write image {path}: a band of {band.shape} {band.dtype} "
+                             f"after {done} rows does not continue a {shape} {dtype} image")
+        done += len(band)
+        yield band
+    if done != shape[0]:
+        raise ValueError(f"cannot write image {path}: the bands end after {done} of "
+                         f"{shape[0]} rows")
 
 
 def _layout_problem(image: np.ndarray, floats: bool = False) -> str | None:
@@ -346,24 +420,62 @@ def _png_unfilter(filter_types: np.ndarray, filtered: np.ndarray) -> np.ndarray:
     return out[1:, 1:].astype(np.uint8)
 
 
-def _write_png_16bit_colour(path: Path, image: np.ndarray) -> None:
-    """Encodes HxWxC uint16 (C = 3 or 4) as a 16-bit PNG, every row with the Sub filter."""
-    height, width, channels = image.shape
-    colour_type = {3: 2, 4: 6}[channels]
-    pixels = image.astype(">u2").view(np.uint8).reshape(height, width, 2 * channels)
-    # Sub (filter 1): each byte minus the same byte of the pixel to its left, modulo 256.
-    filtered = pixels.copy()
-    filtered[:, 1:] -= pixels[:, :-1]
-    rows = np.concatenate([np.ones((height, 1), np.uint8), filtered.reshape(height, -1)], axis=1)
+def _write_png(path: Path, shape: tuple[int, ...], dtype: np.dtype,
+               bands: Iterable[np.ndarray]) -> None:
+    """Encodes an 8- or 16-bit grey, RGB or RGBA image given in bands of rows as a PNG.
+
+    Each row takes the filter with the least sum of absolute (signed) filtered bytes, libpng's
+    heuristic, and the rows go through one zlib stream as they come, so only a band and its
+    filtered copy are ever in memory.
+    """
+    height, width = shape[:2]
+    channels = 1 if len(shape) == 2 else shape[2]
+    depth = 8 * np.dtype(dtype).itemsize
+    bpp = channels * depth // 8  # bytes per pixel, the distance of the "left" neighbour
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         crc = struct.pack(">I", zlib.crc32(kind + body))
         return struct.pack(">I", len(body)) + kind + body + crc
 
-    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
-    path.write_bytes(
-        _PNG_SIGNATURE
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
-        + chunk(b"IEND", b"")
-    )
+    header = struct.pack(">IIBBBBB", width, height, depth, _PNG_COLOUR_TYPES[channels], 0, 0, 0)
+    compressor = zlib.compressobj(6)
+    with open(path, "wb") as f:
+        f.write(_PNG_SIGNATURE + chunk(b"IHDR", header))
+        pending, above = [], np.zeros(width * bpp, np.uint8)
+        for band in bands:
+            raw = band.astype(f">u{depth // 8}", copy=False).view(np.uint8)
+            raw = raw.reshape(len(band), width * bpp)
+            for start in range(0, len(raw), _PNG_FILTER_ROWS):
+                rows = raw[start:start + _PNG_FILTER_ROWS]
+                pending.append(compressor.compress(_png_filter(rows, above, bpp).tobytes()))
+                above = rows[-1]
+                if sum(map(len, pending)) >= _PNG_CHUNK_BYTES:
+                    f.write(chunk(b"IDAT", b"".join(pending)))
+                    pending = []
+        pending.append(compressor.flush())
+        f.write(chunk(b"IDAT", b"".join(pending)) + chunk(b"IEND", b""))
+
+
+def _png_filter(rows: np.ndarray, above: np.ndarray, bpp: int) -> np.ndarray:
+    """PNG's per-row filters (spec section 9) on (h, n) bytes, the row above the first given.
+
+    Returns:
+      (h, 1 + n) uint8: each row's filter type, then its filtered bytes; of the five filters
+      the one whose bytes, read as signed, have the least sum of magnitudes (ties: the lowest).
+    """
+    x = rows.astype(np.int16)
+    up = np.concatenate([above[None].astype(np.int16), x[:-1]])
+    left, up_left = np.zeros_like(x), np.zeros_like(x)
+    left[:, bpp:], up_left[:, bpp:] = x[:, :-bpp], up[:, :-bpp]
+    p = left + up - up_left
+    d_left, d_up, d_up_left = np.abs(p - left), np.abs(p - up), np.abs(p - up_left)
+    paeth = np.where((d_left <= d_up) & (d_left <= d_up_left), left,
+                     np.where(d_up <= d_up_left, up, up_left))
+    predictions = (0, left, up, (left + up) >> 1, paeth)
+    filtered = np.stack([(x - prediction).astype(np.uint8) for prediction in predictions])
+    cost = np.abs(filtered.view(np.int8).astype(np.int32)).sum(axis=2)  # (5, h)
+    choice = np.argmin(cost, axis=0)
+    out = np.empty((len(rows), 1 + rows.shape[1]), np.uint8)
+    out[:, 0] = choice
+    out[:, 1:] = filtered[choice, np.arange(len(rows))]
+    return out
