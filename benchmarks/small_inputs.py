@@ -1,4 +1,4 @@
-"""How small a picture the networks can take: crops upscaled alone against the same region in context.
+"""How small a picture the networks can take: crops upscaled alone and in their whole image.
 
     python benchmarks/small_inputs.py                                  # shipped 32s x2, x3, x4
     python benchmarks/small_inputs.py --models ../shared/data/weights/lesrcnn/lesrcnn_x2.pth

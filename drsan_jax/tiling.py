@@ -392,8 +392,8 @@ def _predicted(predict: BatchPredictFn, image: np.ndarray,
         if k not in ready:
             group = [m for m in range(k, len(tiles))
                      if m not in ready and (tiles[m][0][1], tiles[m][1][1]) == (h, w)][:batch]
-            lq = [to_model_input(image[t:t + th, l:l + tw])
-                  for (t, th), (l, tw) in (tiles[m] for m in group)]
+            lq = [to_model_input(image[top:top + th, left:left + tw])
+                  for (top, th), (left, tw) in (tiles[m] for m in group)]
             for m, sr in zip(group, predict(lq)):
                 ready[m] = sr
                 if on_tile is not None:

@@ -243,7 +243,7 @@ def test_list_images(tmp_path, rgb):
 
 
 def bands_of(image, heights):
-    """The image cut into consecutive bands of rows of the given heights (the last takes the rest)."""
+    """The image cut into bands of rows of the given heights (the last band takes the rest)."""
     start = 0
     for h in heights:
         yield image[start:start + h]

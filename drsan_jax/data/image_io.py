@@ -56,7 +56,7 @@ _PNG_COLOUR_CHANNELS = {2: 3, 4: 2, 6: 4}
 # Samples per pixel -> the PNG colour type that `_write_png` writes them as.
 _PNG_COLOUR_TYPES = {1: 0, 3: 2, 4: 6}
 # Rows filtered at a time by `_write_png`: its scratch is a few times this many rows.
-_PNG_FILTER_ROWS = 64
+_PNG_FILTER_ROWS = 16
 # Compressed bytes gathered into one IDAT chunk.
 _PNG_CHUNK_BYTES = 1 << 22
 
@@ -448,7 +448,7 @@ def _write_png(path: Path, shape: tuple[int, ...], dtype: np.dtype,
             for start in range(0, len(raw), _PNG_FILTER_ROWS):
                 rows = raw[start:start + _PNG_FILTER_ROWS]
                 pending.append(compressor.compress(_png_filter(rows, above, bpp).tobytes()))
-                above = rows[-1]
+                above = rows[-1].copy()  # not a view: the band can go once it is written
                 if sum(map(len, pending)) >= _PNG_CHUNK_BYTES:
                     f.write(chunk(b"IDAT", b"".join(pending)))
                     pending = []
@@ -473,7 +473,7 @@ def _png_filter(rows: np.ndarray, above: np.ndarray, bpp: int) -> np.ndarray:
                      np.where(d_up <= d_up_left, up, up_left))
     predictions = (0, left, up, (left + up) >> 1, paeth)
     filtered = np.stack([(x - prediction).astype(np.uint8) for prediction in predictions])
-    cost = np.abs(filtered.view(np.int8).astype(np.int32)).sum(axis=2)  # (5, h)
+    cost = np.abs(filtered.view(np.int8).astype(np.int16)).sum(axis=2, dtype=np.int64)  # (5, h)
     choice = np.argmin(cost, axis=0)
     out = np.empty((len(rows), 1 + rows.shape[1]), np.uint8)
     out[:, 0] = choice
