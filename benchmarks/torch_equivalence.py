@@ -14,9 +14,12 @@ the jitted, data-parallel `training.train_step`, and `evaluation.evaluate`. In o
 
 1. forward: `init_params` (seed 0) mapped to torch's names and layouts (`to_torch`); both
    networks run the first training batch.
-2. gradient: the L1 loss and every gradient on that batch. The JAX gradients are the ones
-   `train_step` itself computes, caught by an optimizer that stores them in its state
-   (`recording_optimizer`) instead of applying them.
+2. gradient: the L1 loss and every gradient on that batch (and, as a control with a gradient
+   continuous in the output, MSE). The JAX gradients are the ones `train_step` itself
+   computes, caught by an optimizer that stores them in its state (`recording_optimizer`)
+   instead of applying them. The torch child also computes them in float64, the reference
+   that says how far each float32 implementation is from the exact values, and the other JAX
+   weight-gradient implementation (`conv_impl`) gives the spread between two JAX programs.
 3. training: `--steps` Adam steps from the same start on the same batches (made once by the
    project's sampler from the real training data and read by both sides), every step's loss
    recorded; the parameters are compared after step 1, `--adam_check_steps` and the last.
@@ -175,15 +178,23 @@ _TORCH_CHILD = textwrap.dedent("""
     lq = np.load(args["lq"], mmap_mode="r")
     gt = np.load(args["gt"], mmap_mode="r")
     job = args["job"]
-    if job == "check":  # the forward pass and the gradient of the loss on batch 0
-        model = load_model(args["weights"])
-        x, y = nchw(lq[0]), nchw(gt[0])
-        with torch.no_grad():
-            sr = model(x).permute(0, 2, 3, 1).numpy().copy()
-        loss = F.l1_loss(model(x), y)
-        loss.backward()
-        grads = {"grad/" + k: p.grad.numpy().copy() for k, p in model.named_parameters()}
-        save(args["out"], {"sr": sr, "loss": np.float32(loss.item()), **grads})
+    if job == "check":
+        # The forward pass and the L1 and MSE gradients on batch 0, in float32 and, as the
+        # reference both float32 implementations are measured against, in float64.
+        arrays = {}
+        for precision, dtype in (("32", torch.float32), ("64", torch.float64)):
+            model = load_model(args["weights"]).to(dtype)
+            x, y = nchw(lq[0]).to(dtype), nchw(gt[0]).to(dtype)
+            with torch.no_grad():
+                arrays[f"sr{precision}"] = model(x).permute(0, 2, 3, 1).numpy().copy()
+            for name, loss_fn in (("l1", F.l1_loss), ("mse", F.mse_loss)):
+                model.zero_grad(set_to_none=True)
+                loss = loss_fn(model(x), y)
+                loss.backward()
+                arrays[f"loss{precision}_{name}"] = np.float64(loss.item())
+                arrays.update({f"grad{precision}_{name}/{k}": p.grad.numpy().copy()
+                               for k, p in model.named_parameters()})
+        save(args["out"], arrays)
     elif job == "train":
         model = load_model(args["weights"])
         opt = torch.optim.Adam(model.parameters(), lr=args["lr"], betas=(args["b1"], args["b2"]),
@@ -317,6 +328,21 @@ def print_comparison(title: str, result: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def print_side_by_side(title: str, results: dict[str, dict[str, Any]]) -> None:
+    """The rel scale of several comparisons, one column each, by module, kind and overall."""
+    labels = list(results)
+    print(f"{title}\n  {'group':14}" + "".join(f"{label:>20}" for label in labels))
+    first = results[labels[0]]
+    for group in [*first["by_module"], *first["by_kind"], "overall"]:
+        cells = []
+        for label in labels:
+            r = results[label]
+            row = r["overall"] if group == "overall" else {**r["by_module"], **r["by_kind"]}[group]
+            cells.append(f"{row['rel_scale']:20.2e}")
+        print(f"  {group:14}" + "".join(cells))
+    sys.stdout.flush()
+
+
 def window_means(losses: np.ndarray, window: int) -> np.ndarray:
     """Mean loss of steps 1..w, w+1..2w, ...: the logged loss curve."""
     n = len(losses) // window * window
@@ -342,6 +368,27 @@ def curve_difference(a: np.ndarray, b: np.ndarray, window: int) -> dict[str, flo
         if step <= len(a):
             out[f"rel_step_{step}"] = float(rel[step - 1])
     return out
+
+
+def l1_sign_flips(sr_jax: np.ndarray, sr_torch: np.ndarray, sr64: np.ndarray, gt: np.ndarray
+                  ) -> dict[str, int]:
+    """How many outputs take another L1 gradient sign(sr - gt) than in the other computation.
+
+    L1's gradient is discontinuous where an output equals its 8-bit target; an output within
+    the forward difference (~1e-7) of its target could fall on opposite sides of it in two
+    implementations and flip its gradient by 2 / N.
+    """
+    target = gt.astype(np.float32) / np.float32(255.0)
+    s_jax = np.sign(sr_jax.astype(np.float32) - target)
+    s_torch = np.sign(sr_torch.astype(np.float32) - target)
+    s64 = np.sign(sr64 - gt.astype(np.float64) / 255.0)
+    result = {"outputs": int(s_jax.size), "jax_vs_torch": int((s_jax != s_torch).sum()),
+              "jax_vs_float64": int((s_jax != s64).sum()),
+              "torch_vs_float64": int((s_torch != s64).sum())}
+    print(f"L1 gradient signs differing, of {result['outputs']} outputs: JAX-torch "
+          f"{result['jax_vs_torch']}, JAX-float64 {result['jax_vs_float64']}, torch-float64 "
+          f"{result['torch_vs_float64']}", flush=True)
+    return result
 
 
 def explain_first_step(params0, jax_grads, torch_grads, jax_params, torch_params, lr: float,
@@ -632,34 +679,75 @@ def main(argv=None) -> dict[str, Any]:
     exchange = dict(lq=str(lq_path), gt=str(gt_path), weights=str(weights))
     mesh = parallel.make_mesh()
 
-    # 1 + 2: the forward pass and the gradient on batch 0.
-    log("torch: forward and gradient on batch 0")
+    # 1 + 2: the forward pass and the gradients on batch 0.
+    log("torch: forward and gradients on batch 0 (float32 and float64)")
     peer = run_torch(args, "check", work / "torch_check.npz", **exchange)
     report["torch_versions"] = json.loads(str(peer["meta"]))
     batch0 = stored_batch(0)
     sr = np.asarray(jax.jit(model.apply)({"params": unflat(params0)},
                                          batch0["lq"].astype(np.float32) / 255.0))
-    sr_diff = np.abs(sr.astype(np.float64) - peer["sr"])
-    report["forward"] = {"max_abs": float(sr_diff.max()),
-                         "rel_scale": float(sr_diff.max() / np.abs(peer["sr"]).max()),
-                         "output_max_abs": float(np.abs(peer["sr"]).max())}
-    print(f"forward, batch 0 ({batch0['lq'].shape[0]} patches): max |JAX - torch| = "
-          f"{report['forward']['max_abs']:.2e}, relative to the output's max "
-          f"{report['forward']['rel_scale']:.2e}", flush=True)
+    report["forward"] = {
+        "output_max_abs": float(np.abs(peer["sr64"]).max()),
+        "jax_vs_torch": float(np.abs(sr.astype(np.float64) - peer["sr32"]).max()),
+        "jax_vs_float64": float(np.abs(sr - peer["sr64"]).max()),
+        "torch_vs_float64": float(np.abs(peer["sr32"] - peer["sr64"]).max()),
+    }
+    f = report["forward"]
+    print(f"forward, batch 0 ({batch0['lq'].shape[0]} patches, outputs up to "
+          f"{f['output_max_abs']:.2f}): max |JAX - torch| = {f['jax_vs_torch']:.2e}; against "
+          f"torch in float64: JAX {f['jax_vs_float64']:.2e}, torch {f['torch_vs_float64']:.2e}",
+          flush=True)
 
-    state = training.create_train_state(model, recording_optimizer(), unflat(params0), mesh)
-    state, metrics = training.train_step(state, parallel.shard_batch(batch0, mesh))
-    jax_loss, jax_grads = float(metrics["loss"]), flat(state.opt_state)
-    torch_grads = from_torch({k[len("grad/"):]: v for k, v in peer.items()
-                              if k.startswith("grad/")}, shapes)
-    torch_loss = float(peer["loss"])
-    report["loss_step0"] = {"jax": jax_loss, "torch": torch_loss,
-                            "rel": abs(jax_loss - torch_loss) / abs(torch_loss)}
-    print(f"L1 loss, batch 0: JAX {jax_loss:.9f}, torch {torch_loss:.9f}, relative difference "
-          f"{report['loss_step0']['rel']:.2e}")
-    report["gradients"] = compare(jax_grads, torch_grads)
-    print_comparison("gradients on batch 0 (rel scale = max abs diff / max |grad| of the array)",
-                     report["gradients"])
+    # The gradients `train_step` computes, for the training loss (L1) and, as a control whose
+    # gradient is continuous in the output, MSE; each against torch in float32 and float64.
+    def peer_grads(prefix):
+        return from_torch({k.split("/", 1)[1]: v for k, v in peer.items()
+                           if k.startswith(prefix + "/")}, shapes)
+
+    def train_step_gradient(network, loss):
+        state = training.create_train_state(network, recording_optimizer(), unflat(params0),
+                                            mesh)
+        state, metrics = training.train_step(state, parallel.shard_batch(batch0, mesh), loss=loss)
+        return float(metrics["loss"]), flat(state.opt_state)
+
+    # The same network with the other weight-gradient implementation: the same math, summed in
+    # another order (the "rounding" reference).
+    ours = conv.resolve_impl(model.conv_impl)
+    other_impl = "xla" if ours != "xla" else "im2col"
+    rounding_model = model.clone(conv_impl=other_impl)
+    for loss in ("l1", "mse"):
+        jax_loss, grads = train_step_gradient(model, loss)
+        torch_loss, exact = float(peer[f"loss32_{loss}"]), float(peer[f"loss64_{loss}"])
+        grads32, grads64 = peer_grads(f"grad32_{loss}"), peer_grads(f"grad64_{loss}")
+        report[f"loss_step0_{loss}"] = {
+            "jax": jax_loss, "torch": torch_loss, "float64": exact,
+            "rel_jax_vs_torch": abs(jax_loss - torch_loss) / abs(torch_loss),
+            "rel_jax_vs_float64": abs(jax_loss - exact) / abs(exact),
+            "rel_torch_vs_float64": abs(torch_loss - exact) / abs(exact)}
+        r = report[f"loss_step0_{loss}"]
+        print(f"{loss.upper()} loss, batch 0: JAX {jax_loss:.9f}, torch {torch_loss:.9f}, float64 "
+              f"{exact:.9f}; relative differences JAX-torch {r['rel_jax_vs_torch']:.1e}, "
+              f"JAX-float64 {r['rel_jax_vs_float64']:.1e}, torch-float64 "
+              f"{r['rel_torch_vs_float64']:.1e}")
+        report[f"gradients_{loss}"] = {"jax_vs_torch": compare(grads, grads32),
+                                       "jax_vs_float64": compare(grads, grads64),
+                                       "torch_vs_float64": compare(grads32, grads64)}
+        if "rounding" in args.references:
+            _, grads_other = train_step_gradient(rounding_model, loss)
+            report[f"gradients_{loss}"][f"jax_{other_impl}_vs_float64"] = compare(grads_other,
+                                                                                grads64)
+            report[f"gradients_{loss}"][f"jax_vs_jax_{other_impl}"] = compare(grads, grads_other)
+        print_comparison(f"{loss.upper()} gradients on batch 0, JAX against torch (rel scale = "
+                         f"max abs diff / max |grad| of the array)",
+                         report[f"gradients_{loss}"]["jax_vs_torch"])
+        print_side_by_side(f"{loss.upper()} gradients on batch 0, rel scale against torch in "
+                           f"float64, and between the two JAX weight gradients ({ours}, "
+                           f"{other_impl})",
+                           {k: v for k, v in report[f"gradients_{loss}"].items()
+                            if k != "jax_vs_torch"})
+        if loss == "l1":
+            jax_grads, torch_grads = grads, grads32
+    report["l1_sign_flips"] = l1_sign_flips(sr, peer["sr32"], peer["sr64"], batch0["gt"])
     write_report()
 
     # 3: training, both sides, the same batches.
@@ -689,9 +777,6 @@ def main(argv=None) -> dict[str, Any]:
 
     # 5: the noise references, JAX against JAX.
     if "rounding" in args.references:
-        # The other weight-gradient implementation: the same math, summed in another order.
-        ours = conv.resolve_impl(model.conv_impl)
-        rounding_model = model.clone(conv_impl="xla" if ours != "xla" else "im2col")
         runs["jax_rounding"] = run_jax("jax_rounding", rounding_model, unflat(params0), tx,
                                        stored_batch, mesh, args, work)
         report["params_rounding"] = {
