@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import re
 import sys
 import traceback
@@ -88,6 +89,11 @@ def run(prog: str, verbose: bool, body: Callable[[], int | None]) -> int:
     """
     try:
         return body() or 0
+    except BrokenPipeError:
+        # The reader went away (`... | head`): nothing is wrong and nothing more can be said.
+        # Point stdout at nothing so that Python's exit flush does not fail on the pipe too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as error:  # noqa: BLE001 - sorted by exit_status, bugs raised on
         status = exit_status(error)
         if status is None:
