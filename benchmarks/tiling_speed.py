@@ -7,7 +7,10 @@
 A real photo (a B100 ground truth) is resized to the whole-image size (default 512x384, one
 bucket, no padding) and to the tiled size, and both go through `Upscaler.upscale` in this
 process, once to compile and then `--repeats` times, alternating so that a change in the
-machine's load hits both alike. Printed: the median seconds and LR pixels per second of each,
+machine's load hits both alike. One whole-image run upscales the small picture as many times
+as the tiled picture is larger (10 times for the defaults), so that both runs last about as long
+and see the same load: a run of a few seconds catches a lull or a burst that a 40-second one
+averages out. Printed: the median seconds and LR pixels per second of each,
 their ratio (the target is >= 0.9), the tiles and the pixels they compute against the image's,
 how many tiles share a call, and the share of the tiled time spent in the network (the rest is
 cutting, blending and quantising). The load average is printed before and after: on a shared
@@ -70,6 +73,9 @@ def main() -> None:
 
     inference.Predictor.predict_iter = timed_predict_iter
     runs = {"whole": (whole, None), "tiled": (tiled, args.tile)}
+    # Calls per run, so that every run covers about the tiled picture's pixels.
+    calls = {name: 1 for name in runs}
+    calls["whole"] = max(1, round(tiled[..., 0].size / whole[..., 0].size))
     if args.compare_one_tile_per_call:
         runs["tiled, one tile per call"] = (tiled, args.tile)
     seconds = {name: [] for name in runs}
@@ -78,10 +84,11 @@ def main() -> None:
     def upscale(name: str) -> None:
         image, tile = runs[name]
         model._tile_batch = one_per_call if name.endswith("per call") else tile_batch
-        model.upscale(image, tile=tile, overlap=args.overlap)
+        for _ in range(calls.get(name, 1)):
+            model.upscale(image, tile=tile, overlap=args.overlap)
 
-    for name in runs:  # compile
-        upscale(name)
+    for name, (image, tile) in runs.items():  # compile
+        model.upscale(image, tile=tile, overlap=args.overlap)
     for i in range(args.repeats):
         for name in (list(runs) if i % 2 == 0 else list(reversed(runs))):
             network[0] = 0.0
@@ -92,10 +99,11 @@ def main() -> None:
                 in_network.append(network[0] / seconds[name][-1])
     rates = {}
     for name, (image, tile) in runs.items():
-        pixels = image.shape[0] * image.shape[1]
+        pixels = image.shape[0] * image.shape[1] * calls.get(name, 1)
         median = statistics.median(seconds[name])
         rates[name] = pixels / median
-        print(f"{name} {image.shape[1]}x{image.shape[0]}: median {median:.2f} s "
+        print(f"{name} {image.shape[1]}x{image.shape[0]} x {calls.get(name, 1)}: median "
+              f"{median:.2f} s "
               f"({', '.join(f'{s:.2f}' for s in seconds[name])}), "
               f"{rates[name] / 1e3:.1f} kpx/s")
     for name in rates:
