@@ -236,6 +236,8 @@ _TORCH_CHILD = textwrap.dedent("""
         for at, state in snaps.items():
             arrays.update({f"step{at}/{k}": v for k, v in state.items()})
         save(args["out"], arrays)
+        if os.path.exists(args["checkpoint"]):
+            os.remove(args["checkpoint"])
     else:
         raise SystemExit(f"unknown job {job!r}")
 """)
@@ -350,7 +352,7 @@ def window_means(losses: np.ndarray, window: int) -> np.ndarray:
 
 
 def curve_difference(a: np.ndarray, b: np.ndarray, window: int) -> dict[str, float]:
-    """How far apart two per-step loss curves are, step by step and as logged."""
+    """How far the per-step loss curve `a` is from the reference `b`, step by step and as logged."""
     a, b = np.asarray(a), np.asarray(b)
     wa, wb = window_means(a, window), window_means(b, window)
     rel = np.abs(a - b) / np.abs(b)
@@ -361,8 +363,8 @@ def curve_difference(a: np.ndarray, b: np.ndarray, window: int) -> dict[str, flo
         "max_abs_window": float(np.abs(wa - wb).max()),
         "mean_abs_window": float(np.abs(wa - wb).mean()),
         "max_rel_window": float((np.abs(wa - wb) / np.abs(wb)).max()),
-        "mean_last_100_a": float(a[-100:].mean()),
-        "mean_last_100_b": float(b[-100:].mean()),
+        "mean_last_100": float(a[-100:].mean()),
+        "mean_last_100_reference": float(b[-100:].mean()),
     }
     for step in (1, 10, 50, 100, 200, 500):
         if step <= len(a):
@@ -762,8 +764,6 @@ def main(argv=None) -> dict[str, Any]:
     runs["torch"] = {"losses": peer["losses"], "meta": json.loads(str(peer["meta"])),
                      "snaps": {at: from_torch(state_at, shapes)
                                for at, state_at in _snapshots(peer).items()}}
-    for name in ("jax", "torch"):
-        report[f"{name}_train_meta"] = runs[name]["meta"]
     report["params"] = {}
     for at in args.snap_at:
         result = compare(runs["jax"]["snaps"][at], runs["torch"]["snaps"][at], start=params0)
@@ -794,6 +794,7 @@ def main(argv=None) -> dict[str, Any]:
     write_report()
 
     # The loss curves.
+    report["train_meta"] = {name: run["meta"] for name, run in runs.items()}
     report["losses"] = {name: run["losses"].tolist() for name, run in runs.items()}
     report["loss_curves"] = {name: window_means(run["losses"], args.log_every).tolist()
                              for name, run in runs.items()}
