@@ -1,7 +1,8 @@
 """The train step against an independent PyTorch DRSAN: same weights, same batches, same numbers.
 
     python benchmarks/torch_equivalence.py --torch_python /tmp/torchvenv/bin/python \
-        --work_dir /work/runs/equivalence/work --output /work/runs/equivalence/result.json
+        --work_dir /work/runs/equivalence/work \
+        --output /work/runs/equivalence/torch_equivalence.json
 
 `../shared/bench/torch_drsan.py` is a PyTorch DRSAN written apart from this project, with the
 same weight layout up to OIHW kernels (its depth-to-space uses TensorFlow's channel order, as
@@ -44,7 +45,8 @@ With `--work_dir` the exchanged files stay and the run is resumable: a finished 
 redone, and a training run restarts from its last checkpoint (every `--checkpoint_every`
 steps; resuming reproduces the uninterrupted run). Without it a temporary folder is used and
 removed. The JSON report (`--output`) holds every number printed, every per-step loss and the
-machine's state; nothing here is asserted by the test suite (it needs torch).
+machine's state. The test suite checks the weight mapping (tests/test_torch_equivalence.py);
+the comparison itself needs torch and is recorded in benchmarks/README.md, not asserted.
 """
 
 from __future__ import annotations
@@ -457,11 +459,19 @@ def recording_optimizer():
 
 
 def flat(tree) -> dict[str, np.ndarray]:
+    """A parameter tree, fetched to the host, as {"a/b/kernel": NumPy array}."""
     import jax
     from flax import traverse_util
 
     return {k: np.asarray(v) for k, v in
             traverse_util.flatten_dict(jax.device_get(tree), sep="/").items()}
+
+
+def flat_shapes(tree) -> dict[str, Any]:
+    """A parameter tree (of arrays or shapes) as {"a/b/kernel": leaf}."""
+    from flax import traverse_util
+
+    return traverse_util.flatten_dict(tree, sep="/")
 
 
 def unflat(flat_params: dict[str, np.ndarray]):
@@ -836,12 +846,6 @@ def main(argv=None) -> dict[str, Any]:
     if not args.work_dir:
         shutil.rmtree(work, ignore_errors=True)
     return report
-
-
-def flat_shapes(tree) -> dict[str, Any]:
-    from flax import traverse_util
-
-    return traverse_util.flatten_dict(tree, sep="/")
 
 
 if __name__ == "__main__":
