@@ -1,7 +1,8 @@
 """The train step against an independent PyTorch DRSAN: same weights, same batches, same numbers.
 
     python benchmarks/torch_equivalence.py --torch_python /tmp/torchvenv/bin/python \
-        --work_dir /work/runs/equivalence/work --output /work/runs/equivalence/result.json
+        --work_dir /work/runs/equivalence/work \
+        --output /work/runs/equivalence/torch_equivalence.json
 
 `../shared/bench/torch_drsan.py` is a PyTorch DRSAN written apart from this project, with the
 same weight layout up to OIHW kernels (its depth-to-space uses TensorFlow's channel order, as
@@ -44,7 +45,8 @@ With `--work_dir` the exchanged files stay and the run is resumable: a finished 
 redone, and a training run restarts from its last checkpoint (every `--checkpoint_every`
 steps; resuming reproduces the uninterrupted run). Without it a temporary folder is used and
 removed. The JSON report (`--output`) holds every number printed, every per-step loss and the
-machine's state; nothing here is asserted by the test suite (it needs torch).
+machine's state. The test suite checks the weight mapping (tests/test_torch_equivalence.py);
+the comparison itself needs torch and is recorded in benchmarks/README.md, not asserted.
 """
 
 from __future__ import annotations
@@ -236,6 +238,8 @@ _TORCH_CHILD = textwrap.dedent("""
         for at, state in snaps.items():
             arrays.update({f"step{at}/{k}": v for k, v in state.items()})
         save(args["out"], arrays)
+        if os.path.exists(args["checkpoint"]):
+            os.remove(args["checkpoint"])
     else:
         raise SystemExit(f"unknown job {job!r}")
 """)
@@ -350,7 +354,7 @@ def window_means(losses: np.ndarray, window: int) -> np.ndarray:
 
 
 def curve_difference(a: np.ndarray, b: np.ndarray, window: int) -> dict[str, float]:
-    """How far apart two per-step loss curves are, step by step and as logged."""
+    """How far the per-step loss curve `a` is from the reference `b`, step by step and as logged."""
     a, b = np.asarray(a), np.asarray(b)
     wa, wb = window_means(a, window), window_means(b, window)
     rel = np.abs(a - b) / np.abs(b)
@@ -361,8 +365,8 @@ def curve_difference(a: np.ndarray, b: np.ndarray, window: int) -> dict[str, flo
         "max_abs_window": float(np.abs(wa - wb).max()),
         "mean_abs_window": float(np.abs(wa - wb).mean()),
         "max_rel_window": float((np.abs(wa - wb) / np.abs(wb)).max()),
-        "mean_last_100_a": float(a[-100:].mean()),
-        "mean_last_100_b": float(b[-100:].mean()),
+        "mean_last_100": float(a[-100:].mean()),
+        "mean_last_100_reference": float(b[-100:].mean()),
     }
     for step in (1, 10, 50, 100, 200, 500):
         if step <= len(a):
@@ -455,11 +459,19 @@ def recording_optimizer():
 
 
 def flat(tree) -> dict[str, np.ndarray]:
+    """A parameter tree, fetched to the host, as {"a/b/kernel": NumPy array}."""
     import jax
     from flax import traverse_util
 
     return {k: np.asarray(v) for k, v in
             traverse_util.flatten_dict(jax.device_get(tree), sep="/").items()}
+
+
+def flat_shapes(tree) -> dict[str, Any]:
+    """A parameter tree (of arrays or shapes) as {"a/b/kernel": leaf}."""
+    from flax import traverse_util
+
+    return traverse_util.flatten_dict(tree, sep="/")
 
 
 def unflat(flat_params: dict[str, np.ndarray]):
@@ -762,8 +774,6 @@ def main(argv=None) -> dict[str, Any]:
     runs["torch"] = {"losses": peer["losses"], "meta": json.loads(str(peer["meta"])),
                      "snaps": {at: from_torch(state_at, shapes)
                                for at, state_at in _snapshots(peer).items()}}
-    for name in ("jax", "torch"):
-        report[f"{name}_train_meta"] = runs[name]["meta"]
     report["params"] = {}
     for at in args.snap_at:
         result = compare(runs["jax"]["snaps"][at], runs["torch"]["snaps"][at], start=params0)
@@ -794,6 +804,7 @@ def main(argv=None) -> dict[str, Any]:
     write_report()
 
     # The loss curves.
+    report["train_meta"] = {name: run["meta"] for name, run in runs.items()}
     report["losses"] = {name: run["losses"].tolist() for name, run in runs.items()}
     report["loss_curves"] = {name: window_means(run["losses"], args.log_every).tolist()
                              for name, run in runs.items()}
@@ -835,12 +846,6 @@ def main(argv=None) -> dict[str, Any]:
     if not args.work_dir:
         shutil.rmtree(work, ignore_errors=True)
     return report
-
-
-def flat_shapes(tree) -> dict[str, Any]:
-    from flax import traverse_util
-
-    return traverse_util.flatten_dict(tree, sep="/")
 
 
 if __name__ == "__main__":
