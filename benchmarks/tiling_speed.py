@@ -57,7 +57,9 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()}")
     model = api.load(args.ckpt)
     one_per_call = lambda tile: 1  # noqa: E731
-    tile_batch = one_per_call if args.one_tile_per_call else model._tile_batch
+    # Code from before tiles ran one per device has no `_tile_batch` (runs "before" a change).
+    tile_batch = getattr(model, "_tile_batch", one_per_call)
+    tile_batch = one_per_call if args.one_tile_per_call else tile_batch
     photo = read_image(args.photo)
     whole = imresize(photo, output_shape=args.whole)
     tiled = imresize(photo, output_shape=args.tiled)
@@ -110,6 +112,8 @@ def main() -> None:
         if name != "whole":
             print(f"{name} / whole pixel rate: {rates[name] / rates['whole']:.2f}")
     height, width = args.tiled
+    if not hasattr(tiling, "tile_spans"):
+        return
     spans = [tiling.tile_spans(n, args.tile, args.overlap) for n in (height, width)]
     computed = sum(h for _, h in spans[0]) * sum(w for _, w in spans[1]) / (height * width)
     batch = tile_batch(args.tile)
