@@ -38,6 +38,9 @@ flags.DEFINE_string("save_images", None, "Write the SR images to DIR/x<scale>/<d
 flags.DEFINE_bool("self_ensemble", False, "Average the 8 flips and quarter turns (EDSR '+').")
 flags.DEFINE_bool("exact_shapes", False, "Plain whole-image inference, one compilation per image "
                   "size, to check the size-bucketed default against.")
+flags.DEFINE_bool("ema", True, "For a checkpoint trained with a weight average "
+                  "(--config.ema_decay): score the average (default, what validation scored); "
+                  "--noema scores the trained weights.")
 cli.define_verbose_flag()
 FLAGS = flags.FLAGS
 
@@ -54,7 +57,7 @@ def _evaluate(argv):
         data_dir=FLAGS.data_dir, repo_root=Path(__file__).resolve().parent,
         protocol=FLAGS.protocol, per_image=FLAGS.per_image, output_json=FLAGS.output_json,
         save_images=FLAGS.save_images, self_ensemble=FLAGS.self_ensemble,
-        exact_shapes=FLAGS.exact_shapes)
+        exact_shapes=FLAGS.exact_shapes, ema=FLAGS.ema)
 
 
 if __name__ == "__main__":

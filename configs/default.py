@@ -95,6 +95,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.lr_decay_rate = 0.85
     # Steps between learning-rate decays.
     config.lr_decay_steps = 200_000
+    # Learning-rate schedule: "staircase" (the paper's: learning_rate * lr_decay_rate every
+    # lr_decay_steps) or "cosine" (from learning_rate down to learning_rate * lr_end_factor at
+    # num_train_steps); drsan_jax.optim documents both.
+    config.lr_schedule = "staircase"
+    # Steps of linear warm-up to learning_rate before the schedule starts (0: none).
+    config.warmup_steps = 0
+    # "cosine" only: the final learning rate as a fraction of learning_rate.
+    config.lr_end_factor = 0.0
     # Adam beta1.
     config.adam_b1 = 0.9
     # Adam beta2.
@@ -103,6 +111,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.adam_eps = 1e-8
     # Clip the gradient to this global L2 norm before Adam (LESRCNN: 10); None: no clipping.
     config.grad_clip_norm = config_dict.placeholder(float)
+    # Exponential moving average of the weights (BasicSR's params_ema), e.g. 0.999: stored in
+    # each checkpoint and used for validation, eval.py, upscaling and export. None: off.
+    config.ema_decay = config_dict.placeholder(float)
     # Seed of the parameter initialisation and of the patch sampler.
     config.seed = 0
     # Checkpoint (workdir, step folder, shipped name or weights file) to start from: every

@@ -6,6 +6,7 @@ resolved by `drsan_jax.loading`, the one loader every entry point uses.
 A training workdir holds `checkpoints/<step>/`, one Orbax composite checkpoint per saved step:
 
     params/      the model parameters (Orbax's standard PyTree format)
+    params_ema/  with `config.ema_decay`: the weight average, which `load` returns by default
     opt_state/   the Adam state (training checkpoints only)
     meta/        JSON: {"format", "step", "model": the model configuration (enough to rebuild
                  the network without any config file; `drsan_jax.models.schema`), "config":
@@ -44,7 +45,8 @@ from drsan_jax.models import (
 
 CHECKPOINTS_SUBDIR = "checkpoints"
 FORMAT = "drsan-jax checkpoint 1"
-_ITEMS = ("params", "opt_state", "meta")
+_ITEMS = ("params", "opt_state", "meta", "params_ema")
+EMA = "params_ema"
 # Room a save needs beyond its arrays: metadata, the JSON meta, Orbax's own files.
 _SAVE_MARGIN = 1 << 20
 _EXPECTED = ("expected a training workdir (holding checkpoints/<step>/), its checkpoints/ "
@@ -99,7 +101,7 @@ class TrainingCheckpoints:
         return self.manager.best_step()
 
     def save(self, step: int, params: Any, opt_state: Any, meta: dict[str, Any],
-             metrics: dict[str, Any] | None = None) -> None:
+             metrics: dict[str, Any] | None = None, params_ema: Any = None) -> None:
         """Starts saving a step in the background (the device arrays are copied first).
 
         Args:
@@ -108,34 +110,45 @@ class TrainingCheckpoints:
           opt_state: the optimizer state.
           meta: JSON-serialisable metadata (see the module docstring).
           metrics: validation results, {"psnr": ...} at least, if this step was validated.
+          params_ema: the weight average, if training keeps one.
         """
-        self._check_room(step, (params, opt_state))
+        self._check_room(step, (params, opt_state, params_ema))
+        items = {"params": ocp.args.StandardSave(params),
+                 "opt_state": ocp.args.StandardSave(opt_state),
+                 "meta": ocp.args.JsonSave(meta)}
+        if params_ema is not None:
+            items[EMA] = ocp.args.StandardSave(params_ema)
         # A background save that failed since the last call raises here.
         with self._reporting_save_errors():
-            self.manager.save(step, args=ocp.args.Composite(
-                params=ocp.args.StandardSave(params),
-                opt_state=ocp.args.StandardSave(opt_state),
-                meta=ocp.args.JsonSave(meta),
-            ), metrics=metrics, force=True)
+            self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics,
+                              force=True)
 
-    def restore(self, step: int, abstract_params: Any, abstract_opt_state: Any
-                ) -> tuple[Any, Any, dict[str, Any]]:
+    def has_params_ema(self, step: int) -> bool:
+        """Whether a saved step holds a weight average."""
+        return (self.directory / str(step) / EMA).is_dir()
+
+    def restore(self, step: int, abstract_params: Any, abstract_opt_state: Any,
+                abstract_params_ema: Any = None) -> tuple[Any, Any, dict[str, Any], Any]:
         """Reads a step back with the shardings of the abstract trees.
 
         Args:
           step: the step to restore.
           abstract_params: `jax.ShapeDtypeStruct`s (with shardings) of the parameters.
           abstract_opt_state: the same for the optimizer state.
+          abstract_params_ema: the same for the weight average, to read it too (the step
+            must hold one: `has_params_ema`).
 
         Returns:
-          (params, opt_state, meta).
+          (params, opt_state, meta, params_ema or None).
         """
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(abstract_params),
-            opt_state=ocp.args.StandardRestore(abstract_opt_state),
-            meta=ocp.args.JsonRestore(),
-        ))
-        return restored.params, restored.opt_state, restored.meta
+        items = {"params": ocp.args.StandardRestore(abstract_params),
+                 "opt_state": ocp.args.StandardRestore(abstract_opt_state),
+                 "meta": ocp.args.JsonRestore()}
+        if abstract_params_ema is not None:
+            items[EMA] = ocp.args.StandardRestore(abstract_params_ema)
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        params_ema = restored[EMA] if abstract_params_ema is not None else None
+        return restored.params, restored.opt_state, restored.meta, params_ema
 
     def restore_meta(self, step: int) -> dict[str, Any]:
         """Reads only the JSON metadata of a step."""
@@ -300,11 +313,11 @@ def _best_step(root: Path) -> int | None:
         return manager.best_step()
 
 
-def _params_metadata(step_dir: Path) -> Any:
-    """The shapes and dtypes stored in a step's params/, read without reading the arrays."""
+def _params_metadata(item_dir: Path) -> Any:
+    """The shapes and dtypes stored in a step's params/ (or params_ema/), without the arrays."""
     handler = ocp.StandardCheckpointHandler()
     try:
-        return handler.metadata(step_dir / "params")
+        return handler.metadata(item_dir)
     finally:
         handler.close()
 
@@ -320,7 +333,7 @@ def _is_step_dir(path: Path) -> bool:
             and ocp.path.step.is_path_finalized(path))
 
 
-def load(path: str | os.PathLike, which: str = "latest") -> InferenceModel:
+def load(path: str | os.PathLike, which: str = "latest", ema: bool = True) -> InferenceModel:
     """Loads a checkpoint written by training or by `save_params_for_inference`.
 
     Args:
@@ -328,6 +341,8 @@ def load(path: str | os.PathLike, which: str = "latest") -> InferenceModel:
         step folder.
       which: for a workdir, "latest" (default: the most trained) or "best" (the highest
         validation PSNR, see `find_step_dir`).
+      ema: of a checkpoint trained with a weight average (`config.ema_decay`), load the average
+        (`params_ema/`, what validation scored), else the trained weights (`params/`).
 
     Returns:
       The rebuilt model and its parameters, on the first local device.
@@ -347,7 +362,8 @@ def load(path: str | os.PathLike, which: str = "latest") -> InferenceModel:
         shapes = param_shapes(model)
         # Checked before restoring: Orbax, asked for arrays of other shapes, fails one read and
         # abandons the others' coroutines, which Python then reports as unraisable exceptions.
-        stored = _params_metadata(step_dir)
+        item = EMA if ema and (step_dir / EMA).is_dir() else "params"
+        stored = _params_metadata(step_dir / item)
         problem = compact.shape_mismatch(
             {k: tuple(v.shape) for k, v in compact.flatten(shapes).items()},
             {_flat_name(k): tuple(v.shape)
@@ -359,12 +375,12 @@ def load(path: str | os.PathLike, which: str = "latest") -> InferenceModel:
         abstract = jax.tree.map(
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
         params = checkpointer.restore(
-            step_dir, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract))).params
+            step_dir, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract)}))[item]
     step = meta.get("step")
     return InferenceModel(
         model=model, params=params, scale=config["scale"], variant=config["variant"],
         step=None if step is None else int(step), config=config, path=str(step_dir),
-        training_config=meta.get("config"), extra=meta.get("extra"))
+        training_config=meta.get("config"), extra=meta.get("extra"), weights=item)
 
 
 __all__ = [

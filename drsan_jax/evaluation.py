@@ -301,6 +301,7 @@ def evaluate_and_report(
     self_ensemble: bool = False,
     exact_shapes: bool = False,
     progress: bool = True,
+    ema: bool = True,
 ) -> dict[str, Any]:
     """What `python eval.py` does: load, evaluate, print the table, write the JSON.
 
@@ -316,9 +317,12 @@ def evaluate_and_report(
       protocol, self_ensemble, exact_shapes, save_images, progress: as in `evaluate`.
       per_image: print every image's scores too.
       output_json: write the results there, as indented JSON (folders made as needed).
+      ema: of a checkpoint trained with a weight average, score the average (default) or the
+        trained weights (`loading.load_model`).
 
     Returns:
-      The results of `evaluate`, with "checkpoint", "step" and the variant from the checkpoint
+      The results of `evaluate`, with "checkpoint", "step", "weights" ("params" or
+      "params_ema") and the variant from the checkpoint
       (for protocol "both", in each of the inner results).
     """
     if method == "model" and ckpt is None:
@@ -333,7 +337,7 @@ def evaluate_and_report(
         raise EvaluationError(f"--data_dir {data_dir} is not a folder")
     loaded = None
     if method == "model":
-        loaded = load_model(ckpt)
+        loaded = load_model(ckpt, ema=ema)
         if scale is not None and scale not in loaded.scales:
             raise EvaluationError(
                 f"--scale {scale} disagrees with the checkpoint {loaded.path}, which is a "
@@ -350,6 +354,7 @@ def evaluate_and_report(
         for single in results["results"].values() if protocol == BOTH else [results]:
             single["checkpoint"] = loaded.path
             single["step"] = loaded.step
+            single["weights"] = loaded.weights
     print(format_table(results, per_image))
     print(f"evaluated in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     if output_json is not None:

@@ -31,7 +31,7 @@ ACCEPTED = ("a shipped model's name (python -m drsan_jax.pretrained list), a tra
 
 
 def load_model(spec: str | os.PathLike, which: str = "latest", scale: int | None = None,
-               model: str | None = None) -> InferenceModel:
+               model: str | None = None, ema: bool = True) -> InferenceModel:
     """Loads a model for inference from whatever names it.
 
     Args:
@@ -41,6 +41,8 @@ def load_model(spec: str | os.PathLike, which: str = "latest", scale: int | None
         scale the model was saved with). A single-scale model refuses another scale.
       model: for a PyTorch weights file, the family or model name to read it as ("lesrcnn",
         "edsr", "mdsr", ...); default: recognised from its keys. Ignored for the other sources.
+      ema: of a training checkpoint with a weight average (`config.ema_decay`), load the
+        average (default: what validation scored) or, False, the trained weights.
 
     Returns:
       The model and its parameters, on the first local device.
@@ -56,7 +58,7 @@ def load_model(spec: str | os.PathLike, which: str = "latest", scale: int | None
 
     path = Path(spec)
     if path.is_dir():
-        loaded = checkpoints.load(path, which)
+        loaded = checkpoints.load(path, which, ema)
     elif path.is_file():
         if torch_import.is_weight_file(path):
             return torch_import.import_weights(path, model, scale)

@@ -7,8 +7,9 @@
 - claims the workdir (`drsan_jax.workdir`): one run at a time, and nothing left behind by a run
   that fails before it trains;
 - builds the model from `config.model` (any family of `drsan_jax.models`), Adam with the
-  staircase-decayed learning rate (`learning_rate_schedule`) and optional global-norm gradient
-  clipping, and the L1 or MSE loss;
+  learning-rate schedule and optional global-norm gradient clipping of `drsan_jax.optim`, and
+  the L1 or MSE loss; with `config.ema_decay` it also keeps an exponential moving average of
+  the weights, which validation uses and every checkpoint stores as `params_ema/`;
 - for a multi-scale model (MDSR, LESRCNN-S), draws each step's scale uniformly as a pure function
   of (seed, step) and runs that scale's branch; each scale's step is compiled once;
 - resumes from the latest checkpoint in `workdir` if there is one (else starts fresh, or from
@@ -43,9 +44,12 @@ import flax.linen as nn
 import tensorboardX
 from absl import logging
 from flax import traverse_util
-from flax.training.train_state import TrainState
+from flax import struct
+from flax.training import train_state
 
 from drsan_jax import checkpoints, data, evaluation, loading, parallel, workdir as workdirs
+from drsan_jax import optim
+from drsan_jax.optim import SCHEDULES, create_optimizer, learning_rate_schedule
 from drsan_jax.models import (
     DTYPES,
     FAMILIES,
@@ -63,6 +67,16 @@ from drsan_jax.models import (
 UPSAMPLER = "upsampler"
 SCALE_BRANCH = re.compile(r"_x[234]$")
 LOSSES = ("l1", "mse")
+
+
+class TrainState(train_state.TrainState):
+    """Flax's train state plus the weight average (None when `config.ema_decay` is None)."""
+
+    params_ema: Any = struct.field(default=None)
+
+    def inference_params(self) -> Any:
+        """The weights to validate and save for inference: the EMA's when it is on."""
+        return self.params if self.params_ema is None else self.params_ema
 
 
 def model_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -102,6 +116,13 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     require(config.grad_clip_norm is None or config.grad_clip_norm > 0, "grad_clip_norm",
             "a positive number, or None for no clipping")
     require(config.model.dtype in DTYPES, "model.dtype", f"one of {DTYPES}")
+    require(config.lr_schedule in SCHEDULES, "lr_schedule", f"one of {SCHEDULES}")
+    require(isinstance(config.warmup_steps, int) and 0 <= config.warmup_steps
+            < config.num_train_steps, "warmup_steps",
+            "an integer from 0 to --config.num_train_steps - 1")
+    require(0 <= config.lr_end_factor <= 1, "lr_end_factor", "a factor in [0, 1]")
+    require(config.ema_decay is None or 0 < config.ema_decay < 1, "ema_decay",
+            "a decay in (0, 1) such as 0.999, or None for no weight average")
     try:
         cfg = model_config(config)
         build_model_from_config(cfg)
@@ -150,27 +171,8 @@ def _val_datasets(config: ml_collections.ConfigDict) -> list[str]:
     return [name.strip() for name in config.val_datasets.split(",") if name.strip()]
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-    """learning_rate * lr_decay_rate ** floor(step / lr_decay_steps) (paper: 2e-4, 0.85, 2e5)."""
-    return optax.exponential_decay(
-        init_value=config.learning_rate,
-        transition_steps=config.lr_decay_steps,
-        decay_rate=config.lr_decay_rate,
-        staircase=True,
-    )
-
-
-def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Adam(b1, b2, eps) with the staircase schedule, after global-norm clipping if asked."""
-    adam = optax.adam(learning_rate_schedule(config), b1=config.adam_b1, b2=config.adam_b2,
-                      eps=config.adam_eps)
-    if config.get("grad_clip_norm") is None:
-        return adam
-    return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), adam)
-
-
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, params: Any,
-                       mesh: jax.sharding.Mesh) -> TrainState:
+                       mesh: jax.sharding.Mesh, ema: bool = False) -> TrainState:
     """A step-0 train state, replicated on every device of the mesh.
 
     Args:
@@ -178,11 +180,20 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, param
       tx: the optimizer.
       params: initial parameters, identical on every host (host or device arrays).
       mesh: the data-parallel mesh.
+      ema: whether to keep a weight average (it starts equal to `params`).
     """
     params = parallel.replicate(params, mesh)
     opt_state = jax.jit(tx.init, out_shardings=parallel.replicated(mesh))(params)
     step = parallel.replicate(np.zeros((), np.int32), mesh)
-    return TrainState(step=step, apply_fn=model.apply, params=params, tx=tx, opt_state=opt_state)
+    params_ema = _copy(params, mesh) if ema else None
+    return TrainState(step=step, apply_fn=model.apply, params=params, tx=tx, opt_state=opt_state,
+                      params_ema=params_ema)
+
+
+def _copy(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+    """A replicated copy in buffers of its own (the train step donates both trees)."""
+    return jax.jit(lambda t: jax.tree.map(jnp.copy, t),
+                   out_shardings=parallel.replicated(mesh))(tree)
 
 
 def l1_loss(sr: jax.Array, gt: jax.Array) -> jax.Array:
@@ -198,9 +209,9 @@ def mse_loss(sr: jax.Array, gt: jax.Array) -> jax.Array:
 _LOSS_FUNCTIONS = {"l1": l1_loss, "mse": mse_loss}
 
 
-@functools.partial(jax.jit, donate_argnums=(0,), static_argnames=("loss",))
-def train_step(state: TrainState, batch: dict[str, jax.Array], loss: str = "l1"
-               ) -> tuple[TrainState, dict]:
+@functools.partial(jax.jit, donate_argnums=(0,), static_argnames=("loss", "ema_decay"))
+def train_step(state: TrainState, batch: dict[str, jax.Array], loss: str = "l1",
+               ema_decay: float | None = None) -> tuple[TrainState, dict]:
     """One optimizer step on the loss of a batch.
 
     Args:
@@ -208,6 +219,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], loss: str = "l1"
         is the model at the batch's scale (a multi-scale model's branch).
       batch: {"lq": (B, p, p, 3) uint8, "gt": (B, p*s, p*s, 3) uint8}, split over the mesh.
       loss: "l1" or "mse".
+      ema_decay: with a weight average in the state, its decay (`optim.ema_decay_at` caps it
+        early in the run); the average is updated with the new parameters.
 
     Returns:
       (new state, {"loss", "grad_norm", "finite"}) with "finite" False if the loss or the
@@ -222,6 +235,11 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], loss: str = "l1"
     value, grads = jax.value_and_grad(loss_fn)(state.params)
     grad_norm = optax.tree.norm(grads)
     state = state.apply_gradients(grads=grads)
+    if state.params_ema is not None:
+        if ema_decay is None:
+            raise ValueError("a train state with a weight average needs its ema_decay")
+        decay = optim.ema_decay_at(ema_decay, state.step)
+        state = state.replace(params_ema=optim.update_ema(state.params_ema, state.params, decay))
     finite = jnp.isfinite(value) & jnp.isfinite(grad_norm)
     return state, {"loss": value, "grad_norm": grad_norm, "finite": finite}
 
@@ -358,6 +376,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path) -> Tra
                  " / ".join(f"{config.patch_size * s}x{config.patch_size * s}" for s in scales))
     logging.info("model %s: %s parameters, %s compute; %s loss", _describe_model(model_cfg, scales),
                  f"{count_params(shapes):,}", model_cfg["dtype"], config.loss.upper())
+    logging.info("Adam %.2e, %s schedule%s%s%s", config.learning_rate, config.lr_schedule,
+                 f", {config.warmup_steps} warm-up steps" if config.warmup_steps else "",
+                 f", gradient clipped to norm {config.grad_clip_norm}"
+                 if config.grad_clip_norm is not None else "",
+                 f"; weight average (EMA {config.ema_decay}) validated and saved as params_ema"
+                 if config.ema_decay is not None else "")
 
     ckpts = checkpoints.TrainingCheckpoints(workdir, config.keep_checkpoints,
                                             config.keep_best_checkpoints)
@@ -430,13 +454,20 @@ def _initial_state(config, workdir, ckpts, model, model_cfg, tx, mesh, sampler) 
                 f" use a new --workdir, or the checkpoint's --config.model.* and --config.scale")
         repl = parallel.replicated(mesh)
         shapes = param_shapes(model)
-        params, opt_state, meta = ckpts.restore(
-            latest, _abstract(shapes, repl), _abstract(jax.eval_shape(tx.init, shapes), repl))
+        ema = config.ema_decay is not None
+        stored_ema = ema and ckpts.has_params_ema(latest)
+        params, opt_state, meta, params_ema = ckpts.restore(
+            latest, _abstract(shapes, repl), _abstract(jax.eval_shape(tx.init, shapes), repl),
+            _abstract(shapes, repl) if stored_ema else None)
         sampler.check_resume(meta["data"])
         step = parallel.replicate(np.asarray(latest, np.int32), mesh)
         logging.info("resuming from step %d (%s)", latest, ckpts.directory / str(latest))
+        if ema and not stored_ema:
+            logging.info("--config.ema_decay=%s: the checkpoint has no weight average; it "
+                         "starts from the checkpoint's weights", config.ema_decay)
+            params_ema = _copy(params, mesh)
         return TrainState(step=step, apply_fn=model.apply, params=params, tx=tx,
-                          opt_state=opt_state)
+                          opt_state=opt_state, params_ema=params_ema)
     params = init_params(model, jax.random.key(config.seed))
     if config.init_from:
         params, copied, fresh = params_from_checkpoint(config.init_from, model_cfg, params)
@@ -444,7 +475,7 @@ def _initial_state(config, workdir, ckpts, model, model_cfg, tx, mesh, sampler) 
                      config.init_from, ", ".join(fresh) or "none")
     else:
         logging.info("starting from scratch (seed %d)", config.seed)
-    return create_train_state(model, tx, params, mesh)
+    return create_train_state(model, tx, params, mesh, ema=config.ema_decay is not None)
 
 
 def _train_loop(config, state, sampler, mesh, ckpts, writer, model, model_cfg, val_datasets):
@@ -483,7 +514,7 @@ def _train_loop(config, state, sampler, mesh, ckpts, writer, model, model_cfg, v
             # A multi-scale batch names its scale: run that branch (compiled once per scale).
             state = state.replace(apply_fn=branches[batch.pop("scale", model.scale)].apply)
             state, step_metrics = train_step(state, parallel.shard_batch(batch, mesh),
-                                             loss=config.loss)
+                                             loss=config.loss, ema_decay=config.ema_decay)
             pending.append((step, step_metrics))
             # The previous step's metrics are ready by now: looking at them does not stall the
             # device, which is already running this step.
@@ -516,13 +547,13 @@ def _train_loop(config, state, sampler, mesh, ckpts, writer, model, model_cfg, v
             pause_start = time.perf_counter()
             val_metrics = None
             if evaluate:
-                val_metrics = _validate_and_log(config, model, state.params, val_datasets,
-                                                writer, step)
+                val_metrics = _validate_and_log(config, model, state.inference_params(),
+                                                val_datasets, writer, step)
             if save:
                 ckpts.save(step, state.params, state.opt_state, {
                     "format": checkpoints.FORMAT, "step": step, "model": model_cfg,
                     "config": config.to_dict(), "data": sampler.state(step), "extra": {}},
-                    metrics=val_metrics)
+                    metrics=val_metrics, params_ema=state.params_ema)
             paused += time.perf_counter() - pause_start
     ckpts.wait()
     return state
@@ -562,6 +593,7 @@ def _validate_and_log(config, model, params, val_datasets, writer, step):
 
 __all__ = [
     "LOSSES",
+    "TrainState",
     "UPSAMPLER",
     "check_config",
     "config_field_hint",

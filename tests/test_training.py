@@ -173,12 +173,13 @@ def test_config_errors_name_the_flag(configs_module, train_images, benchmark):
 def test_tiny_run_logs_validates_and_checkpoints(reference_run):
     lines, workdir = reference_run["lines"], reference_run["workdir"]
     assert reference_run["compiles"] == 1  # one train_step program for the whole run
-    header = lines[:4]
+    header = lines[:5]
     assert header[0].startswith("devices: 1 device(s)")
     assert header[1].startswith("global batch 4")
     assert header[2].startswith("model drsan (features=8 num_blocks=1 num_groups=2) x2:")
     assert "6,357 parameters" in header[2] and header[2].endswith("L1 loss")
-    assert header[3].startswith(f"checkpoints: {workdir / 'checkpoints'}")
+    assert header[3] == "Adam 2.00e-04, staircase schedule"
+    assert header[4].startswith(f"checkpoints: {workdir / 'checkpoints'}")
     assert any(line.startswith(f"initialised 34 parameter arrays from {reference_run['start']}")
                for line in lines)
     progress = [line for line in lines if line.startswith("step ")]

@@ -132,6 +132,8 @@ class InferenceModel:
       path: what was loaded (a step folder, a shipped model's file, a weight file).
       training_config: the training config of the run, for checkpoints written by training.
       extra: notes saved with the weights (where they were converted from, ...).
+      weights: which weights of a training checkpoint these are: "params" (the trained ones)
+        or "params_ema" (the weight average of a run with `config.ema_decay`).
     """
 
     model: nn.Module
@@ -143,6 +145,7 @@ class InferenceModel:
     path: str
     training_config: dict | None = None
     extra: dict | None = None
+    weights: str = "params"
 
     @property
     def family(self) -> Family:

@@ -1,0 +1,112 @@
+"""Reading a training run's scalars back from its TensorBoard event files, without TensorFlow.
+
+train.py writes `train/loss`, `train/learning_rate`, `train/grad_norm`, `train/steps_per_sec`
+and `val/<set>/psnr|ssim` with tensorboardX into `workdir/events.out.tfevents.*`. Those files are
+TFRecord streams of `Event` protocol buffers; `read_scalars` parses them with tensorboardX's own
+protobuf classes and checks every record's CRC, so a truncated or damaged file is reported with
+its name rather than read wrong. The last record of a file a killed run was writing may be cut
+short: that one is dropped, as TensorBoard does.
+
+A resumed run appends a new event file and repeats the steps after its checkpoint; for each tag
+and step the value written last wins.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+from tensorboardX.proto import event_pb2
+
+_HEADER = struct.Struct("<QI")
+_FOOTER = struct.Struct("<I")
+
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+        table.append(crc)
+    return table
+
+
+_TABLE = _crc32c_table()
+
+
+def _masked_crc(data: bytes) -> int:
+    """TFRecord's checksum: CRC-32C, rotated right by 15 bits, plus a constant."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = _TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    crc ^= 0xFFFFFFFF
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _records(path: Path):
+    """The payloads of one TFRecord file; a record cut short at the end ends the file."""
+    data = path.read_bytes()
+    offset = 0
+    while offset < len(data):
+        if offset + _HEADER.size > len(data):
+            return
+        length, length_crc = _HEADER.unpack_from(data, offset)
+        if _masked_crc(data[offset:offset + 8]) != length_crc:
+            raise ValueError(f"{path}: damaged event record at byte {offset} (length checksum)")
+        start = offset + _HEADER.size
+        end = start + length + _FOOTER.size
+        if end > len(data):
+            return
+        payload = data[start:start + length]
+        if _masked_crc(payload) != _FOOTER.unpack_from(data, start + length)[0]:
+            raise ValueError(f"{path}: damaged event record at byte {offset} (data checksum)")
+        yield payload
+        offset = end
+
+
+def event_files(workdir: str | os.PathLike) -> list[Path]:
+    """The event files of a workdir, oldest first."""
+    return sorted(Path(workdir).glob("events.out.tfevents.*"),
+                  key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def read_scalars(workdir: str | os.PathLike, tags: list[str] | None = None
+                 ) -> dict[str, np.ndarray]:
+    """The scalar curves of a run.
+
+    Args:
+      workdir: the training workdir (train.py's --workdir).
+      tags: the tags to read (e.g. ["val/Set5/psnr"]); None reads all.
+
+    Returns:
+      {tag: float64 array of rows (step, wall_time, value)}, sorted by step; a step written
+      twice (a resumed run) keeps the later value.
+
+    Raises:
+      FileNotFoundError: the workdir holds no event file.
+      ValueError: a damaged record, naming the file and byte offset.
+    """
+    files = event_files(workdir)
+    if not files:
+        raise FileNotFoundError(f"{workdir} holds no TensorBoard event file "
+                                f"(events.out.tfevents.*); expected a train.py --workdir")
+    wanted = None if tags is None else set(tags)
+    rows: dict[str, dict[int, tuple[float, float]]] = {}
+    for path in files:
+        for payload in _records(path):
+            event = event_pb2.Event.FromString(payload)
+            if not event.HasField("summary"):
+                continue
+            values = [v for v in event.summary.value
+                      if (wanted is None or v.tag in wanted) and v.HasField("simple_value")]
+            for value in values:
+                rows.setdefault(value.tag, {})[int(event.step)] = (event.wall_time,
+                                                                   value.simple_value)
+    return {tag: np.array([(step, *rows[tag][step]) for step in sorted(rows[tag])], np.float64)
+            for tag in sorted(rows)}
+
+
+__all__ = ["event_files", "read_scalars"]

@@ -1,0 +1,46 @@
+"""Tests for drsan_jax.events: training curves read back from the event files train.py writes."""
+
+import time
+
+import numpy as np
+import pytest
+import tensorboardX
+
+from drsan_jax import events
+
+
+def _write(folder, rows, suffix=""):
+    writer = tensorboardX.SummaryWriter(str(folder), filename_suffix=suffix)
+    for tag, step, value in rows:
+        writer.add_scalar(tag, value, step)
+    writer.close()
+
+
+def test_a_resumed_run_reads_as_one_curve_with_the_later_values(tmp_path):
+    _write(tmp_path, [("train/loss", s, 1.0 / s) for s in (1, 2, 3)]
+           + [("val/Set5/psnr", 3, 30.0)])
+    time.sleep(0.01)  # the second file is newer
+    _write(tmp_path, [("train/loss", s, 2.0 / s) for s in (3, 4)], suffix=".resumed")
+    curves = events.read_scalars(tmp_path)
+    assert sorted(curves) == ["train/loss", "val/Set5/psnr"]
+    loss = curves["train/loss"]
+    np.testing.assert_array_equal(loss[:, 0], [1, 2, 3, 4])
+    np.testing.assert_allclose(loss[:, 2], [1.0, 0.5, 2 / 3, 0.5], rtol=1e-6)
+    assert np.all(np.diff(loss[:, 1]) >= 0)  # wall times
+    only = events.read_scalars(tmp_path, ["val/Set5/psnr"])
+    assert list(only) == ["val/Set5/psnr"] and only["val/Set5/psnr"][0, 2] == 30.0
+
+
+def test_damage_is_reported_with_the_file_and_a_cut_record_is_dropped(tmp_path):
+    _write(tmp_path, [("train/loss", s, float(s)) for s in (1, 2, 3)])
+    (path,) = events.event_files(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[:-5])  # a run killed while writing its last record
+    np.testing.assert_array_equal(events.read_scalars(tmp_path)["train/loss"][:, 0], [1, 2])
+    damaged = bytearray(data)
+    damaged[-10] ^= 0xFF  # inside the last record's payload
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(ValueError, match=f"{path}: damaged event record at byte"):
+        events.read_scalars(tmp_path)
+    with pytest.raises(FileNotFoundError, match="holds no TensorBoard event file"):
+        events.read_scalars(tmp_path / "nothing")
