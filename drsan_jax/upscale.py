@@ -29,7 +29,7 @@ from pathlib import Path
 import jax
 from tqdm import tqdm
 
-from drsan_jax import cli, onnx_runtime, pretrained, runtime
+from drsan_jax import cli, onnx_runtime, pretrained, runtime, tiling
 from drsan_jax.api import DEFAULT_OVERLAP, DEFAULT_TILE, Upscaler, load
 from drsan_jax.data.image_io import (
     IMAGE_EXTENSIONS,
@@ -66,7 +66,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--tile", default="auto",
                         help=f"'auto' (the default: the whole image when it fits in memory, "
                              f"else tiles of {DEFAULT_TILE}x{DEFAULT_TILE} LR pixels), 'none' "
-                             f"(always the whole image), or a tile size in LR pixels")
+                             f"(always the whole image), or a tile size in LR pixels (at least "
+                             f"{tiling.MIN_SIDE})")
     parser.add_argument("--tile_overlap", type=int, default=None,
                         help=f"least overlap of neighbouring tiles in LR pixels (default "
                              f"{DEFAULT_OVERLAP})")
@@ -79,9 +80,10 @@ def _parse_tile(parser: argparse.ArgumentParser, value: str) -> int | str | None
     """--tile as `Upscaler.upscale` takes it."""
     if value in ("auto", "none"):
         return None if value == "none" else "auto"
-    if value.isdigit() and int(value) > 0:
+    if value.isdigit() and int(value) >= tiling.MIN_SIDE:
         return int(value)
-    parser.error(f"--tile must be 'auto', 'none' or a positive number of pixels, got {value!r}")
+    parser.error(f"--tile must be 'auto', 'none' or a number of LR pixels of at least "
+                 f"{tiling.MIN_SIDE} (smaller tiles come out darker), got {value!r}")
 
 
 def plan_outputs(inputs: list[str], output_dir: Path | None,

@@ -97,6 +97,7 @@ def test_files_and_tiles_and_self_ensemble(inputs, ckpt, tmp_path, capsys):
     ("wrong_ckpt", "--ckpt .*: cannot load a model: .*shape"),
     ("wrong_scale", "is a drsan .*x2 model; it cannot run at x3 \\(its scales: \\[2\\]\\)"),
     ("bad_tile", "--tile must be"),
+    ("small_tile", "--tile must be .* at least 32 \\(smaller tiles come out darker\\), got '16'"),
     ("bad_overlap", "--tile_overlap 16 must be from 0 to below half of --tile 32"),
 ])
 def test_usage_errors_name_the_problem(case, message, inputs, ckpt, tmp_path, capsys):
@@ -117,6 +118,7 @@ def test_usage_errors_name_the_problem(case, message, inputs, ckpt, tmp_path, ca
         "wrong_ckpt": [rgb, "--ckpt", tmp_path / "wrong", "--output", out],
         "wrong_scale": [rgb, "--ckpt", ckpt, "--output", out, "--scale", "3"],
         "bad_tile": [rgb, "--ckpt", ckpt, "--output", out, "--tile", "big"],
+        "small_tile": [rgb, "--ckpt", ckpt, "--output", out, "--tile", "16"],
         "bad_overlap": [rgb, "--ckpt", ckpt, "--output", out, "--tile", "32",
                         "--tile_overlap", "16"],
     }[case]
