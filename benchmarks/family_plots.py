@@ -1,0 +1,137 @@
+"""Figures of the model families trained at one budget: PSNR against size and training curves.
+
+    python eval.py --ckpt /work/runs/families/drsan-32s --datasets Set5,Set14,B100 \
+        --output_json /work/runs/families/drsan-32s/eval.json      # for each run, then
+    python benchmarks/family_plots.py /work/runs/families/* --output_dir docs/figures
+
+Each argument is a train.py workdir holding `eval.json`, written by the eval.py command above.
+The model's name and scale come from its latest checkpoint, its parameters and 720p multiply-adds
+from `drsan_jax.summary` (the counts the tests check against the papers), its scores from
+eval.json, and its curves (validation PSNR against steps, and against training seconds: the
+logged steps/s integrated over the run, validation pauses and restarts left out) from its
+TensorBoard event files. Writes
+
+- `families_psnr.png`: Set5 PSNR against parameters and against multiply-adds (log axes), the
+  shape of the DRSAN paper's Figure 1;
+- `families_curves.png`: validation PSNR against steps and against training seconds;
+- `families.md`: the table behind them (Set5 / Set14 / B100 PSNR and SSIM, steps, sizes),
+
+and prints the table. No number is typed by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from drsan_jax import checkpoints, events, files, summary  # noqa: E402
+
+EVAL_FILE = "eval.json"
+SETS = ("Set5", "Set14", "B100")
+
+
+def load_run(workdir: Path) -> dict:
+    """Everything the figures need about one run."""
+    scores_file = workdir / EVAL_FILE
+    if not scores_file.is_file():
+        raise FileNotFoundError(
+            f"{scores_file} does not exist; write it with: python eval.py --ckpt {workdir} "
+            f"--datasets {','.join(SETS)} --output_json {scores_file}")
+    scores = json.loads(scores_file.read_text())
+    latest = checkpoints.load(workdir)
+    if scores.get("step") != latest.step:
+        raise ValueError(f"{scores_file} scores step {scores.get('step')}, but the latest "
+                         f"checkpoint of {workdir} is step {latest.step}; rerun eval.py")
+    size = summary.summarize(latest.name, latest.scale)
+    curves = events.read_scalars(workdir, ["val/Set5/psnr", "train/steps_per_sec"])
+    rate = curves["train/steps_per_sec"]
+    # Seconds spent training up to each logged step: each window of steps at its logged rate.
+    steps = np.concatenate([[0.0], rate[:, 0]])
+    seconds = np.concatenate([[0.0], np.cumsum(np.diff(steps) / rate[:, 2])])
+    val = curves["val/Set5/psnr"]
+    return {
+        "workdir": str(workdir), "name": latest.name, "scale": latest.scale, "step": latest.step,
+        "weights": latest.weights, "params": size["params"], "macs": size["macs"],
+        "scores": {name: scores["datasets"][name] for name in SETS if name in scores["datasets"]},
+        "curve_steps": val[:, 0].tolist(), "curve_psnr": val[:, 2].tolist(),
+        "curve_seconds": np.interp(val[:, 0], steps, seconds).tolist(),
+        "config": latest.training_config,
+    }
+
+
+def plot_sizes(runs: list[dict], path: Path) -> None:
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    for axis, key, label in ((axes[0], "params", "parameters"),
+                             (axes[1], "macs", "multiply-adds, 1280x720 output")):
+        for run in runs:
+            x, y = run[key], run["scores"]["Set5"]["psnr"]
+            axis.scatter(x, y, s=40)
+            axis.annotate(run["name"], (x, y), textcoords="offset points", xytext=(5, 4))
+        axis.set_xscale("log")
+        axis.set_xlabel(label)
+        axis.set_ylabel(f"Set5 x{runs[0]['scale']} PSNR (dB)")
+        axis.grid(True, which="both", alpha=0.3)
+    steps = sorted({run["step"] for run in runs})
+    figure.suptitle(f"Model families trained the same way for {', '.join(map(str, steps))} steps")
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_curves(runs: list[dict], path: Path) -> None:
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    for run in runs:
+        axes[0].plot(run["curve_steps"], run["curve_psnr"], marker=".", label=run["name"])
+        axes[1].plot(np.asarray(run["curve_seconds"]) / 3600, run["curve_psnr"], marker=".",
+                     label=run["name"])
+    axes[0].set_xlabel("training steps")
+    axes[1].set_xlabel("training hours on this machine")
+    for axis in axes:
+        axis.set_ylabel(f"Set5 x{runs[0]['scale']} validation PSNR (dB)")
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def table(runs: list[dict]) -> str:
+    lines = ["| model | parameters | 720p MACs (G) | steps | "
+             + " | ".join(f"{s} PSNR / SSIM" for s in SETS) + " | hours |",
+             "|---|---|---|---|" + "---|" * (len(SETS) + 1)]
+    for run in sorted(runs, key=lambda r: r["params"]):
+        cells = [f"{run['scores'][s]['psnr']:.2f} / {run['scores'][s]['ssim']:.4f}"
+                 if s in run["scores"] else "-" for s in SETS]
+        lines.append(f"| {run['name']} | {run['params']:,} | {run['macs'] / 1e9:.1f} | "
+                     f"{run['step']} | " + " | ".join(cells)
+                     + f" | {run['curve_seconds'][-1] / 3600:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("workdirs", nargs="+", type=Path, help="train.py workdirs with eval.json")
+    parser.add_argument("--output_dir", type=Path, required=True, help="where the PNGs go")
+    args = parser.parse_args(argv)
+    runs = [load_run(w) for w in args.workdirs]
+    scales = {run["scale"] for run in runs}
+    if len(scales) > 1:
+        raise SystemExit(f"family_plots.py: error: the runs have different scales {scales}")
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    plot_sizes(runs, args.output_dir / "families_psnr.png")
+    plot_curves(runs, args.output_dir / "families_curves.png")
+    text = table(runs)
+    files.atomic_write_bytes(args.output_dir / "families.md", (text + "\n").encode())
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
