@@ -8,7 +8,9 @@ stored as float16 or float32, and one entry of `drsan_jax/pretrained/manifest.js
      "models": {"32s-x2": {
         "file": "32s-x2.npz", "sha256": "...", "storage_dtype": "float16",
         "model": <the model configuration, see drsan_jax.models.schema>,
-        "training": {"data", "steps", "command", "config", "notes", "source"},
+        "training": {"data", "steps", "command", "config", "notes", "source", "weights"},
+        "verification": {"input", "max_abs_output_difference"}: the written file against its
+            checkpoint (`verify_export`),
         "evaluation": {"<protocol>": {"plain" | "self_ensemble": {"<dataset>": {"psnr", "ssim"}}}},
         "storage_cost": <PSNR of the float32 checkpoint minus the stored weights', per set>}}}
 
@@ -40,8 +42,11 @@ import json
 import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from drsan_jax import checkpoints, cli, compact, files
 from drsan_jax.models import MODEL_NAMES, VARIANTS, InferenceModel, build_model_from_config
@@ -54,6 +59,11 @@ STORAGE_DTYPES = compact.STORAGE_DTYPES
 # A shipped model's name: a model name (or DRSAN short name) and the scale, e.g. "32s-x2".
 NAME_PATTERN = re.compile(
     r"^(" + "|".join(re.escape(n) for n in (*MODEL_NAMES, *VARIANTS)) + r")-x([234])$")
+
+
+# What `verify_export` runs both models on, and how far their outputs may differ.
+VERIFY_INPUT = "seeded 48x48 RGB, numpy default_rng(0).random"
+VERIFY_TOLERANCE = {"float32": 1e-6, "float16": 0.5 / 255}
 
 
 class PretrainedError(ValueError):
@@ -156,6 +166,46 @@ def load(name: str, directory: str | os.PathLike | None = None):
         extra={"pretrained": name, "storage_dtype": entry.get("storage_dtype")})
 
 
+def verify_export(loaded: InferenceModel, path: Path, storage_dtype: str) -> float:
+    """Checks a written weights file against the checkpoint it came from.
+
+    The file is read back with the loader every user goes through; each stored array must be
+    the checkpoint's, rounded to `storage_dtype`, and the two models' outputs on a seeded
+    48x48 RGB input (`VERIFY_INPUT`, at every scale the model serves) must agree within
+    `VERIFY_TOLERANCE` (float32: to rounding; float16: half an 8-bit level).
+
+    Returns:
+      The largest absolute output difference on the [0, 1] scale (divided by the largest
+      output value where that exceeds 1, as an untrained network's may).
+
+    Raises:
+      PretrainedError: the file differs, naming the array or the difference.
+    """
+    from drsan_jax import loading  # imported here: loading imports this module lazily too
+
+    written = loading.load_compact(path)
+    expected = compact.flatten(loaded.params)
+    for key, value in compact.flatten(written.params).items():
+        want = np.asarray(expected[key]).astype(storage_dtype).astype(np.float32)
+        if not np.array_equal(np.asarray(value), want):
+            raise PretrainedError(f"{path}: {key} does not hold the checkpoint's values; "
+                                  f"nothing was replaced")
+    lq = np.random.default_rng(0).random((1, 48, 48, 3), np.float32)
+    difference = 0.0
+    for scale in loaded.scales:
+        ours, theirs = loaded.at_scale(scale), written.at_scale(scale)
+        a = np.asarray(ours.model.apply({"params": ours.params}, lq))
+        b = np.asarray(theirs.model.apply({"params": theirs.params}, lq))
+        # Relative to the output's range where that exceeds [0, 1] (an untrained network).
+        scale_of = max(1.0, float(np.abs(a).max()))
+        difference = max(difference, float(np.abs(a - b).max()) / scale_of)
+    if difference > VERIFY_TOLERANCE[storage_dtype]:
+        raise PretrainedError(f"{path}: the stored weights' output differs from the "
+                              f"checkpoint's by {difference:.2e} (tolerance "
+                              f"{VERIFY_TOLERANCE[storage_dtype]:.1e}); nothing was replaced")
+    return difference
+
+
 def export(
     ckpt: str | os.PathLike,
     name: str,
@@ -206,9 +256,23 @@ def export(
         raise PretrainedError(f"{ckpt} holds a {loaded.name} x{loaded.scale} model; name it "
                               f"{' or '.join(sorted(valid))}, not {name}")
     directory.mkdir(parents=True, exist_ok=True)
-    meta = {"model": loaded.config, "step": loaded.step, "extra": {"pretrained": name}}
-    path = files.atomic_write_bytes(directory / f"{name}.npz",
-                                    compact.encode(loaded.params, storage_dtype, meta))
+    meta = {"model": loaded.config, "step": loaded.step,
+            "extra": {"pretrained": name, "weights": loaded.weights}}
+    path = directory / f"{name}.npz"
+    # Written under a temporary name, read back through the loader and compared with the
+    # checkpoint before it takes the model's name: a file that does not reproduce its
+    # checkpoint never replaces a shipped one.
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=compact.SUFFIX)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(compact.encode(loaded.params, storage_dtype, meta))
+            f.flush()
+            os.fsync(f.fileno())
+        difference = verify_export(loaded, tmp, storage_dtype)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     config = dict(loaded.training_config or {})
     manifest = read_manifest(directory)
     manifest["models"][name] = {
@@ -222,8 +286,10 @@ def export(
             "command": command,
             "notes": notes,
             "source": str(loaded.path),
+            "weights": loaded.weights,
             "config": config,
         },
+        "verification": {"input": VERIFY_INPUT, "max_abs_output_difference": difference},
         "evaluation": {},
     }
     write_manifest(manifest, directory)

@@ -31,8 +31,14 @@ pytestmark = pytest.mark.usefixtures("no_runtime_side_effects")
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
-    """A saved 32s x2 checkpoint with random (non-zero everywhere) parameters."""
-    params = random_params(build_model("32s", scale=2))
+    """A saved 32s x2 checkpoint: the shipped weights plus noise (not float16-exact).
+
+    A trained network, as exports are: an untrained one with random weights amplifies the
+    float16 rounding of its weights to the size of its output, which `verify_export` refuses.
+    """
+    shipped = pretrained.load("32s-x2").params
+    params = jax.tree.map(lambda p, r: np.asarray(p) + 0.01 * (np.asarray(r) - np.asarray(p)),
+                          shipped, random_params(build_model("32s", scale=2)))
     path = checkpoints.save_params_for_inference(
         tmp_path_factory.mktemp("src") / "ckpt", {"variant": "32s", "scale": 2}, params, step=9)
     return path, params
@@ -54,6 +60,30 @@ def test_export_then_load_gives_the_stored_parameters(source, tmp_path, dtype):
     entry = pretrained.read_manifest(tmp_path)["models"]["32s-x2"]
     assert entry["storage_dtype"] == dtype and entry["training"]["data"] == "toy"
     assert entry["model"]["variant"] == "32s" and entry["model"]["scale"] == 2
+    assert entry["training"]["weights"] == "params"
+    difference = entry["verification"]["max_abs_output_difference"]
+    assert difference <= pretrained.VERIFY_TOLERANCE[dtype]
+    assert (difference == 0.0) == (dtype == "float32")
+
+
+def test_an_export_that_does_not_reproduce_its_checkpoint_replaces_nothing(source, tmp_path,
+                                                                           monkeypatch):
+    path, _ = source
+    written = pretrained.export(path, "32s-x2", directory=tmp_path)
+    before = _tree_digest(tmp_path)
+    encode = pretrained.compact.encode
+
+    def damaged(params, storage_dtype, meta):  # one weight off by 0.25 in the file
+        params = jax.tree.map(np.array, params)
+        params["output"]["kernel"][0, 0, 0, 0] += 0.25
+        return encode(params, storage_dtype, meta)
+
+    monkeypatch.setattr(pretrained.compact, "encode", damaged)
+    with pytest.raises(pretrained.PretrainedError, match="output/kernel does not hold the "
+                                                         "checkpoint's values; nothing was replaced"):
+        pretrained.export(path, "32s-x2", directory=tmp_path, force=True)
+    assert _tree_digest(tmp_path) == before and written.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["32s-x2.npz", "manifest.json"]
 
 
 def test_bad_names_and_damaged_files_are_reported(source, tmp_path):
