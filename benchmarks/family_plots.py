@@ -6,7 +6,7 @@
 
 Each argument is a train.py workdir holding `eval.json`, written by the eval.py command above.
 The model's name and scale come from its latest checkpoint, its parameters and 720p multiply-adds
-from `drsan_jax.summary` (the counts the tests check against the papers), its scores from
+from `drsan_jax.models` and `drsan_jax.summary` (the counts the tests check against the papers), its scores from
 eval.json, and its curves (validation PSNR against steps, and against training seconds: the
 logged steps/s integrated over the run, validation pauses and restarts left out) from its
 TensorBoard event files. Writes
@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from drsan_jax import checkpoints, events, files, summary  # noqa: E402
+from drsan_jax.models import count_params, param_shapes, scale_path  # noqa: E402
 
 EVAL_FILE = "eval.json"
 SETS = ("Set5", "Set14", "B100")
@@ -52,7 +53,7 @@ def load_run(workdir: Path) -> dict:
     if scores.get("step") != latest.step:
         raise ValueError(f"{scores_file} scores step {scores.get('step')}, but the latest "
                          f"checkpoint of {workdir} is step {latest.step}; rerun eval.py")
-    size = summary.summarize(latest.name, latest.scale)
+    params = count_params(scale_path(param_shapes(latest.model), latest.scale))
     curves = events.read_scalars(workdir, ["val/Set5/psnr", "train/steps_per_sec"])
     rate = curves["train/steps_per_sec"]
     # Seconds spent training up to each logged step: each window of steps at its logged rate.
@@ -61,7 +62,7 @@ def load_run(workdir: Path) -> dict:
     val = curves["val/Set5/psnr"]
     return {
         "workdir": str(workdir), "name": latest.name, "scale": latest.scale, "step": latest.step,
-        "weights": latest.weights, "params": size["params"], "macs": size["macs"],
+        "weights": latest.weights, "params": params, "macs": summary.conv_macs(latest.model),
         "scores": {name: scores["datasets"][name] for name in SETS if name in scores["datasets"]},
         "curve_steps": val[:, 0].tolist(), "curve_psnr": val[:, 2].tolist(),
         "curve_seconds": np.interp(val[:, 0], steps, seconds).tolist(),

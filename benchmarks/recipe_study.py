@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from drsan_jax import checkpoints, evaluation, events, files  # noqa: E402
 
 DATASETS = ("Set5", "Set14")
-COLUMNS = (500, 1000, 1500, 2000)
+COLUMNS = (500, 1000, 1500, 2000)  # the steps the table shows
 
 
 def describe(config: dict) -> str:
@@ -52,29 +52,32 @@ def describe(config: dict) -> str:
     return text
 
 
-def _noema_scores(workdir: Path, step: int, data_dir: str) -> dict[str, float]:
-    """Set5/Set14 PSNR of a checkpoint's trained weights (cached in the workdir)."""
+def _noema_scores(workdir: Path, step: int, data_dir: str, datasets: tuple[str, ...]
+                  ) -> dict[str, float]:
+    """PSNR of a checkpoint's trained weights on the datasets (cached in the workdir)."""
     cache = workdir / f"noema_{step}.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())
+    scores = json.loads(cache.read_text()) if cache.is_file() else {}
+    if all(name in scores for name in datasets):
+        return scores
     step_dir = workdir / checkpoints.CHECKPOINTS_SUBDIR / str(step)
-    results = evaluation.evaluate_and_report(ckpt=str(step_dir), datasets=list(DATASETS),
+    results = evaluation.evaluate_and_report(ckpt=str(step_dir), datasets=list(datasets),
                                              data_dir=data_dir, ema=False, progress=False)
-    scores = {name: results["datasets"][name]["psnr"] for name in DATASETS}
+    scores.update({name: results["datasets"][name]["psnr"] for name in datasets})
     files.write_json(cache, scores)
     return scores
 
 
-def study_run(workdir: Path, data_dir: str) -> list[dict]:
+def study_run(workdir: Path, data_dir: str, datasets: tuple[str, ...] = DATASETS
+              ) -> list[dict]:
     """One or two rows (validated weights, and the trained ones of an EMA run) for a workdir."""
     latest = checkpoints.load(workdir)
     config = latest.training_config
-    curves = events.read_scalars(workdir, [f"val/{d}/psnr" for d in DATASETS]
+    curves = events.read_scalars(workdir, [f"val/{d}/psnr" for d in datasets]
                                  + ["train/steps_per_sec"])
-    missing = [d for d in DATASETS if f"val/{d}/psnr" not in curves]
+    missing = [d for d in datasets if f"val/{d}/psnr" not in curves]
     if missing:
         raise ValueError(f"{workdir}: no validation curve for {', '.join(missing)}; expected "
-                         f"runs validated on --config.val_datasets=Set5,Set14")
+                         f"runs validated on --config.val_datasets={','.join(datasets)}")
     rate = curves["train/steps_per_sec"][:, 2]
     base = {"run": workdir.name, "recipe": describe(config), "steps": latest.step,
             "target_steps": config["num_train_steps"],
@@ -82,14 +85,14 @@ def study_run(workdir: Path, data_dir: str) -> list[dict]:
     ema = config.get("ema_decay")
     rows = [{**base, "weights": f"EMA {ema:g}" if ema else "trained",
              "psnr": {d: {int(s): float(v) for s, _, v in curves[f"val/{d}/psnr"]}
-                      for d in DATASETS}}]
+                      for d in datasets}}]
     if ema:
         kept = sorted(int(p.name) for p in (workdir / checkpoints.CHECKPOINTS_SUBDIR).iterdir()
                       if p.name.isdigit())
-        scores = {step: _noema_scores(workdir, step, data_dir) for step in kept
-                  if step in rows[0]["psnr"]["Set5"]}
+        scores = {step: _noema_scores(workdir, step, data_dir, datasets) for step in kept
+                  if step in rows[0]["psnr"][datasets[0]]}
         rows.append({**base, "weights": "trained",
-                     "psnr": {d: {s: v[d] for s, v in scores.items()} for d in DATASETS}})
+                     "psnr": {d: {s: v[d] for s, v in scores.items()} for d in datasets}})
     return rows
 
 
@@ -97,21 +100,24 @@ def _cell(values: dict[int, float], step: int) -> str:
     return f"{values[step]:.2f}" if step in values else "-"
 
 
-def table(rows: list[dict]) -> str:
-    """The Markdown table, best final Set5 first."""
-    def final(row):
-        values = row["psnr"]["Set5"]
-        return (max(values), values[max(values)]) if values else (0, 0.0)
+def table(rows: list[dict], columns: tuple[int, ...] = COLUMNS) -> str:
+    """The Markdown table: the first dataset at each column's step, the others at the last;
+    the best at the last step first."""
+    first, *others = list(rows[0]["psnr"])
+    last = columns[-1]
 
-    lines = ["| run | recipe | weights | " + " | ".join(f"Set5 @{c}" for c in COLUMNS)
-             + " | Set14 @2000 | s/step |",
-             "|---|---|---|" + "---|" * (len(COLUMNS) + 2)]
+    def final(row):
+        return row["psnr"][first].get(last, float("-inf"))
+
+    lines = ["| run | recipe | weights | " + " | ".join(f"{first} @{c}" for c in columns)
+             + "".join(f" | {d} @{last}" for d in others) + " | s/step |",
+             "|---|---|---|" + "---|" * (len(columns) + len(others) + 1)]
     for row in sorted(rows, key=final, reverse=True):
         rate = row["seconds_per_step"]
         lines.append(f"| {row['run']} | {row['recipe']} | {row['weights']} | "
-                     + " | ".join(_cell(row["psnr"]["Set5"], c) for c in COLUMNS)
-                     + f" | {_cell(row['psnr']['Set14'], 2000)} | "
-                     + (f"{rate:.2f} |" if rate else "- |"))
+                     + " | ".join(_cell(row["psnr"][first], c) for c in columns)
+                     + "".join(f" | {_cell(row['psnr'][d], last)}" for d in others)
+                     + (f" | {rate:.2f} |" if rate else " | - |"))
     return "\n".join(lines)
 
 
@@ -121,10 +127,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data_dir", default=str(Path(__file__).resolve().parents[2] / "shared"
                                                   / "data" / "benchmark"),
                         help="benchmark folder for scoring the trained weights of EMA runs")
+    parser.add_argument("--datasets", default=",".join(DATASETS),
+                        help="validation sets of the runs, the first one by step")
+    parser.add_argument("--steps", default=",".join(map(str, COLUMNS)),
+                        help="the steps the table shows")
     parser.add_argument("--output", type=Path, help="write every number to this JSON file")
     args = parser.parse_args(argv)
-    rows = [row for workdir in args.workdirs for row in study_run(workdir, args.data_dir)]
-    print(table(rows))
+    datasets = tuple(d for d in args.datasets.split(",") if d)
+    rows = [row for workdir in args.workdirs
+            for row in study_run(workdir, args.data_dir, datasets)]
+    print(table(rows, tuple(int(s) for s in args.steps.split(","))))
     if args.output:
         files.write_json(args.output, rows)
 
