@@ -154,7 +154,16 @@ def absl_flags_parser(prog: str, config_flag: str = "config",
         except flags.Error as error:
             if _wants_verbose(argv):
                 raise
-            report(prog, error)
+            text = str(error)
+            if "Error whilst parsing config file" in text:
+                # ml_collections puts the config file's own traceback in the message: its last
+                # line is the error the file raised.
+                lines = [line.strip() for line in text.splitlines() if line.strip()]
+                reason = re.sub(r"^\w+(Error|Exception): ", "", lines[-1])
+                print(f"{prog}: error: {lines[0].split(': Error whilst')[0]}: {reason}",
+                      file=sys.stderr)
+            else:
+                report(prog, error)
         except Exception:  # noqa: BLE001 - ml_collections raises AttributeError or KeyError
             problem = unknown_config_key(argv, config_flag, hint)
             if problem is None or _wants_verbose(argv):

@@ -154,6 +154,23 @@ def test_command_line_overrides_and_unknown_keys(configs_module):
             ["train.py", f"--config={REPO}/configs/default.py", "--config.bach_size=8"])
 
 
+def test_short_budget_config_keeps_the_model_and_replaces_the_recipe(configs_module):
+    config = _parse_config_flags(
+        ["train.py", f"--config={REPO}/configs/short_budget.py:lesrcnn",
+         "--config.num_train_steps=1000"])
+    lesrcnn = _parse_config_flags(["train.py", f"--config={REPO}/configs/lesrcnn.py"])
+    assert config.model.to_dict() == lesrcnn.model.to_dict()
+    assert (config.loss, config.batch_size, config.patch_size, config.grad_clip_norm) == (
+        "l1", 16, 48, None)
+    assert (config.lr_schedule, config.learning_rate, config.warmup_steps, config.ema_decay,
+            config.num_train_steps) == ("cosine", 2e-3, 100, 0.999, 1000)
+    default = _parse_config_flags(["train.py", f"--config={REPO}/configs/short_budget.py"])
+    assert default.model.variant == "32s" and default.model.family == "drsan"
+    with pytest.raises((ValueError, flags.Error), match="expected one of the configs .* after "
+                                                        "the colon, got 'vdsr'"):
+        _parse_config_flags(["train.py", f"--config={REPO}/configs/short_budget.py:vdsr"])
+
+
 def test_config_errors_name_the_flag(configs_module, train_images, benchmark):
     for overrides, message in (({"scale": 5}, "--config.scale=5"),
                                ({"batch_size": 0}, "--config.batch_size=0"),
@@ -338,6 +355,8 @@ def _read_only(folder):
     ("not_images", r"--config.train_data: 1 of 5 training files are not PNG, BMP, JPEG or TIFF "
                    r"images; remove or replace them: .*notes.bmp$"),
     ("bad_value", r"flag --config.batch_size=four: invalid literal for int\(\)"),
+    ("bad_config_argument", r"flag --config=.*configs/short_budget.py:vdsr: expected one of the "
+                            r"configs drsan32s, .* after the colon, got 'vdsr'$"),
 ])
 def test_mistakes_before_training_are_one_line_and_write_nothing(case, expected, tmp_path,
                                                                   train_images):
@@ -359,6 +378,8 @@ def test_mistakes_before_training_are_one_line_and_write_nothing(case, expected,
         flags_[0] = f"--config.train_data={folder}"
     elif case == "bad_value":
         flags_.append("--config.batch_size=four")
+    elif case == "bad_config_argument":
+        config, flags_ = "short_budget.py:vdsr", flags_[:1]
     result = _train_cli(tmp_path, workdir, *flags_, config=config)
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1, result.stderr
