@@ -8,7 +8,8 @@ stored as float16 or float32, and one entry of `drsan_jax/pretrained/manifest.js
      "models": {"32s-x2": {
         "file": "32s-x2.npz", "sha256": "...", "storage_dtype": "float16",
         "model": <the model configuration, see drsan_jax.models.schema>,
-        "training": {"data", "steps", "command", "config", "notes", "source", "weights"},
+        "training": {"data", "steps", "command", "config", "notes", "source", "weights",
+                     "curve": {"<set>": [[step, validation PSNR], ...]}},
         "verification": {"input", "max_abs_output_difference"}: the written file against its
             checkpoint (`verify_export`),
         "evaluation": {"<protocol>": {"plain" | "self_ensemble": {"<dataset>": {"psnr", "ssim"}}}},
@@ -48,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from drsan_jax import checkpoints, cli, compact, files
+from drsan_jax import checkpoints, cli, compact, events, files
 from drsan_jax.models import MODEL_NAMES, VARIANTS, InferenceModel, build_model_from_config
 from drsan_jax.models import normalize_model_config, param_shapes
 
@@ -164,6 +165,24 @@ def load(name: str, directory: str | os.PathLike | None = None):
         step=training.get("steps"), config=config, path=f"{name} ({path})",
         training_config=training.get("config"),
         extra={"pretrained": name, "storage_dtype": entry.get("storage_dtype")})
+
+
+def validation_curve(step_dir: str | os.PathLike) -> dict[str, list[list[float]]]:
+    """The validation PSNR curves of the run a checkpoint step comes from.
+
+    Read from the TensorBoard event files of its workdir (`<workdir>/checkpoints/<step>`) up to
+    that step: {"Set5": [[step, psnr], ...], ...}; empty for a checkpoint outside a workdir.
+    """
+    step_dir = Path(step_dir)
+    workdir = step_dir.parent.parent
+    if step_dir.parent.name != checkpoints.CHECKPOINTS_SUBDIR or not events.event_files(workdir):
+        return {}
+    last = int(step_dir.name) if step_dir.name.isdigit() else None
+    curves = events.read_scalars(workdir)
+    return {tag.split("/")[1]: [[int(step), round(float(value), 4)]
+                                for step, _, value in rows if last is None or step <= last]
+            for tag, rows in curves.items()
+            if tag.startswith("val/") and tag.endswith("/psnr")}
 
 
 def verify_export(loaded: InferenceModel, path: Path, storage_dtype: str) -> float:
@@ -288,6 +307,7 @@ def export(
             "source": str(loaded.path),
             "weights": loaded.weights,
             "config": config,
+            "curve": validation_curve(loaded.path),
         },
         "verification": {"input": VERIFY_INPUT, "max_abs_output_difference": difference},
         "evaluation": {},

@@ -73,3 +73,14 @@ def test_family_figures_and_table_come_from_eval_json(ema_run, benchmark, tmp_pa
     run = plots.load_run(ema_run)
     assert run["curve_steps"] == [3.0, 6.0] and run["weights"] == "params_ema"
     assert np.all(np.diff(run["curve_seconds"]) > 0)
+
+
+def test_the_manifest_curve_is_the_runs_validation_up_to_the_exported_step(ema_run, tmp_path):
+    from drsan_jax import pretrained
+
+    manager = checkpoints.TrainingCheckpoints(ema_run).manager
+    psnr = {s: round(manager.metrics(s)["psnr"], 4) for s in (3, 6)}
+    step_dirs = ema_run / "checkpoints"
+    assert pretrained.validation_curve(step_dirs / "6") == {"Set5": [[3, psnr[3]], [6, psnr[6]]]}
+    assert pretrained.validation_curve(step_dirs / "3") == {"Set5": [[3, psnr[3]]]}
+    assert pretrained.validation_curve(tmp_path) == {}
