@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from drsan_jax import checkpoints, evaluation, events, files  # noqa: E402
+from drsan_jax import checkpoints, evaluation, events, files, loading  # noqa: E402
 
 DATASETS = ("Set5", "Set14")
 COLUMNS = (500, 1000, 1500, 2000)  # the steps the table shows
@@ -60,8 +60,9 @@ def _noema_scores(workdir: Path, step: int, data_dir: str, datasets: tuple[str, 
     if all(name in scores for name in datasets):
         return scores
     step_dir = workdir / checkpoints.CHECKPOINTS_SUBDIR / str(step)
-    results = evaluation.evaluate_and_report(ckpt=str(step_dir), datasets=list(datasets),
-                                             data_dir=data_dir, ema=False, progress=False)
+    model = loading.load_model(step_dir, ema=False)
+    results = evaluation.evaluate(model.model, model.params, data_dir, list(datasets),
+                                  model.scale, protocol="drsan", progress=False)
     scores.update({name: results["datasets"][name]["psnr"] for name in datasets})
     files.write_json(cache, scores)
     return scores
