@@ -19,7 +19,7 @@ python train.py "${COMMON[@]}" --workdir $RUNS/A_step1e-3 \
     --config.learning_rate=1e-3 --config.lr_decay_rate=0.6 --config.lr_decay_steps=500
 # B: warm-up and cosine from 2e-3, with the weight average (= configs/short_budget.py).
 python train.py "${COMMON[@]}" --workdir $RUNS/B_cosine2e-3 "${BEST[@]}" --config.ema_decay=0.999
-# C: B with the gradient clipped to global norm 0.5 (about A's median norm).
+# C: B with the gradient clipped to global norm 0.5 (below A's logged norms, 0.53-1.09).
 python train.py "${COMMON[@]}" --workdir $RUNS/C_clip "${BEST[@]}" --config.grad_clip_norm=0.5 \
     --config.ema_decay=0.999
 # E: B with 32x32 patches in batches of 36 (the same LR pixels per step as 48x48 x 16).
