@@ -13,7 +13,8 @@ TensorBoard event files. Writes
 
 - `families_psnr.png`: Set5 PSNR against parameters and against multiply-adds (log axes), the
   shape of the DRSAN paper's Figure 1;
-- `families_curves.png`: validation PSNR against steps and against training seconds;
+- `families_curves.png`: validation PSNR (top) and the training loss (bottom, the mean of each
+  logging window) against steps and against training time;
 - `families.md`: the table behind them (Set5 / Set14 / B100 PSNR and SSIM, steps, sizes),
 
 and prints the table. No number is typed by hand.
@@ -54,7 +55,8 @@ def load_run(workdir: Path) -> dict:
         raise ValueError(f"{scores_file} scores step {scores.get('step')}, but the latest "
                          f"checkpoint of {workdir} is step {latest.step}; rerun eval.py")
     params = count_params(scale_path(param_shapes(latest.model), latest.scale))
-    curves = events.read_scalars(workdir, ["val/Set5/psnr", "train/steps_per_sec"])
+    curves = events.read_scalars(workdir, ["val/Set5/psnr", "train/steps_per_sec",
+                                           "train/loss"])
     rate = curves["train/steps_per_sec"]
     # Seconds spent training up to each logged step: each window of steps at its logged rate.
     steps = np.concatenate([[0.0], rate[:, 0]])
@@ -66,6 +68,9 @@ def load_run(workdir: Path) -> dict:
         "scores": {name: scores["datasets"][name] for name in SETS if name in scores["datasets"]},
         "curve_steps": val[:, 0].tolist(), "curve_psnr": val[:, 2].tolist(),
         "curve_seconds": np.interp(val[:, 0], steps, seconds).tolist(),
+        "loss_steps": curves["train/loss"][:, 0].tolist(),
+        "loss": curves["train/loss"][:, 2].tolist(),
+        "loss_seconds": np.interp(curves["train/loss"][:, 0], steps, seconds).tolist(),
         "config": latest.training_config,
     }
 
@@ -88,32 +93,46 @@ def plot_sizes(runs: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
+def time_unit(seconds: float) -> tuple[float, str]:
+    """(seconds per unit, name) for a time axis that ends at `seconds`."""
+    return (60.0, "minutes") if seconds < 3 * 3600 else (3600.0, "hours")
+
+
 def plot_curves(runs: list[dict], path: Path) -> None:
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    figure, axes = plt.subplots(2, 2, figsize=(11, 8), constrained_layout=True)
+    unit, unit_name = time_unit(max(max(run["loss_seconds"] + run["curve_seconds"])
+                                    for run in runs))
     for run in runs:
-        axes[0].plot(run["curve_steps"], run["curve_psnr"], marker=".", label=run["name"])
-        axes[1].plot(np.asarray(run["curve_seconds"]) / 3600, run["curve_psnr"], marker=".",
-                     label=run["name"])
-    axes[0].set_xlabel("training steps")
-    axes[1].set_xlabel("training hours on this machine")
-    for axis in axes:
-        axis.set_ylabel(f"Set5 x{runs[0]['scale']} validation PSNR (dB)")
-        axis.grid(True, alpha=0.3)
-        axis.legend()
+        for row, (y, x_steps, x_seconds, marker) in enumerate((
+                ("curve_psnr", "curve_steps", "curve_seconds", "."),
+                ("loss", "loss_steps", "loss_seconds", None))):
+            axes[row, 0].plot(run[x_steps], run[y], marker=marker, label=run["name"])
+            axes[row, 1].plot(np.asarray(run[x_seconds]) / unit, run[y], marker=marker,
+                              label=run["name"])
+    losses = {(run["config"] or {}).get("loss", "training") for run in runs}
+    loss = losses.pop() if len(losses) == 1 else "training"
+    for column, label in enumerate(("training steps", f"training {unit_name} on this machine")):
+        axes[0, column].set_ylabel(f"Set5 x{runs[0]['scale']} validation PSNR (dB)")
+        axes[1, column].set_ylabel(f"{loss.upper()} loss (mean of each logging window)")
+        axes[1, column].set_yscale("log")
+        for row in range(2):
+            axes[row, column].set_xlabel(label)
+            axes[row, column].grid(True, which="both", alpha=0.3)
+            axes[row, column].legend()
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
 def table(runs: list[dict]) -> str:
     lines = ["| model | parameters | 720p MACs (G) | steps | "
-             + " | ".join(f"{s} PSNR / SSIM" for s in SETS) + " | hours |",
+             + " | ".join(f"{s} PSNR / SSIM" for s in SETS) + " | training minutes |",
              "|---|---|---|---|" + "---|" * (len(SETS) + 1)]
     for run in sorted(runs, key=lambda r: r["params"]):
         cells = [f"{run['scores'][s]['psnr']:.2f} / {run['scores'][s]['ssim']:.4f}"
                  if s in run["scores"] else "-" for s in SETS]
         lines.append(f"| {run['name']} | {run['params']:,} | {run['macs'] / 1e9:.1f} | "
                      f"{run['step']} | " + " | ".join(cells)
-                     + f" | {run['curve_seconds'][-1] / 3600:.2f} |")
+                     + f" | {run['curve_seconds'][-1] / 60:.1f} |")
     return "\n".join(lines)
 
 
