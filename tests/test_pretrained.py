@@ -210,10 +210,10 @@ def test_the_promised_models_ship_small_and_evaluated():
             for mode in ("plain", "self_ensemble"):
                 scores = entry["evaluation"][protocol][mode]
                 assert set(scores) >= {"Set5", "Set14", "B100"}, (name, protocol, mode)
-        # Clearly better than bicubic on every set: by 0.3 dB at least (the shipped models
-        # lead by 0.50 to 2.0 dB).
+        # Clearly better than bicubic on every set: by 1.0 dB at least (the shipped models
+        # lead by 1.09 to 3.26 dB).
         for dataset, bicubic in BICUBIC_PSNR[scale].items():
-            assert entry["evaluation"]["drsan"]["plain"][dataset]["psnr"] > bicubic + 0.3
+            assert entry["evaluation"]["drsan"]["plain"][dataset]["psnr"] > bicubic + 1.0
         # Stored weights lose nothing at two decimals against the float32 checkpoint.
         for dataset, cost in entry["storage_cost"]["drsan"]["plain"].items():
             assert abs(cost) < 0.005, (name, dataset, cost)
