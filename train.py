@@ -23,7 +23,8 @@ import functools
 from absl import app, flags
 from ml_collections import config_flags
 
-from drsan_jax import cli, parallel, runtime, training
+from drsan_jax import cli, runtime, training
+from drsan_jax.training import parallel
 
 PROG = "train.py"
 

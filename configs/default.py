@@ -1,4 +1,4 @@
-"""Default training configuration: the paper's recipe (DRSAN.md, "Training recipe") for DRSAN-32s.
+"""Default training configuration: the paper's recipe (docs/networks/drsan.md, "Training recipe") for DRSAN-32s.
 
 Every field has a comment; the variant files (drsan32s.py ... drsan48m.py) and the baselines'
 files (dran.py, edsr_baseline.py, mdsr.py, lesrcnn.py, ...) override only what differs; a
@@ -97,7 +97,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.lr_decay_steps = 200_000
     # Learning-rate schedule: "staircase" (the paper's: learning_rate * lr_decay_rate every
     # lr_decay_steps) or "cosine" (from learning_rate down to learning_rate * lr_end_factor at
-    # num_train_steps); drsan_jax.optim documents both.
+    # num_train_steps); drsan_jax.training.optim documents both.
     config.lr_schedule = "staircase"
     # Steps of linear warm-up to learning_rate before the schedule starts (0: none).
     config.warmup_steps = 0

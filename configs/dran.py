@@ -1,6 +1,6 @@
 """DRAN (c=64, K=16) with its authors' recipe, read from their released training graphs.
 
-BASELINES.md section 1: L1 loss, batch 16, 48x48 LR patches, Adam (0.9, 0.999, 1e-8) at 1e-4
+docs/networks/dran.md: L1 loss, batch 16, 48x48 LR patches, Adam (0.9, 0.999, 1e-8) at 1e-4
 multiplied by 0.75 every 200,000 steps, 2,000,000 steps, Glorot-uniform initialisation; every
 scale from scratch.
 """

@@ -2,7 +2,7 @@
 
 import ml_collections
 
-from configs import dran, default
+from configs import default, dran
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -1,6 +1,6 @@
 """EDSR-baseline (B=16, F=64) with the official PyTorch code's recipe.
 
-BASELINES.md section 2: L1 loss, batch 16, 48x48 LR patches, Adam (0.9, 0.999, 1e-8) at 1e-4
+docs/networks/edsr_mdsr.md: L1 loss, batch 16, 48x48 LR patches, Adam (0.9, 0.999, 1e-8) at 1e-4
 halved at step 200,000, 300,000 steps, PyTorch's default initialisation. x2 from scratch; x3
 and x4 start from the trained x2 (every layer whose shape matches is copied):
 

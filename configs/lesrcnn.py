@@ -1,6 +1,6 @@
 """LESRCNN with its authors' recipe (README commands and code).
 
-BASELINES.md section 3: MSE loss on [0, 1], batch 64, 64x64 LR patches with flips and quarter
+docs/networks/lesrcnn.md: MSE loss on [0, 1], batch 64, 64x64 LR patches with flips and quarter
 turns, Adam (0.9, 0.999, 1e-8) at 1e-4 halved every 400,000 steps, 600,000 steps, gradients
 clipped to global norm 10, PyTorch's default initialisation; each scale from scratch.
 """

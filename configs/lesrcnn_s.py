@@ -1,6 +1,6 @@
 """LESRCNN-S: one LESRCNN for x2/x3/x4 (`lesrcnn_b`), with LESRCNN's recipe, multi-scale.
 
-BASELINES.md section 5: each step draws its scale uniformly from {2, 3, 4} (64x64 LR patches
+docs/networks/lesrcnn.md (LESRCNN-S): each step draws its scale uniformly from {2, 3, 4} (64x64 LR patches
 at every scale) and runs that scale's upsampler; everything else as lesrcnn.py.
 """
 

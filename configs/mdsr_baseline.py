@@ -1,6 +1,6 @@
 """MDSR-baseline (B=16): one network for x2/x3/x4, with the authors' multi-scale recipe.
 
-BASELINES.md section 4 (the legacy code's behaviour): each step draws its scale uniformly from
+docs/networks/edsr_mdsr.md (the legacy code's behaviour): each step draws its scale uniformly from
 {2, 3, 4} and runs that scale's branch on 48x48 LR patches; L1 loss, batch 16, Adam (0.9, 0.999,
 1e-8) at 1e-4 halved every 200,000 steps, 650,000 steps, from scratch (no x2 pre-training).
 Plain Adam over the whole tree, as the PyTorch code: the idle branches keep moving with their

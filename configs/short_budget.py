@@ -1,4 +1,4 @@
-"""The short-budget recipe: what trained best in a few thousand steps (README, "The short-budget
+"""The short-budget recipe: what trained best in a few thousand steps (docs/training.md, "The short-budget
 recipe"), for any model of the zoo.
 
     python train.py --config configs/short_budget.py:drsan48s --workdir runs/48s_x2_short \

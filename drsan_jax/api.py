@@ -14,7 +14,7 @@ Images are NumPy arrays as `drsan_jax.data.read_image` returns them: HxW or HxWx
 inputs are not reduced to 8 bits), grey images as three equal channels averaged back to one,
 and alpha is upscaled with bicubic. Everything JAX does (jit, padding to a few compiled shapes,
 tiling large images so memory stays bounded, mirroring pictures smaller than
-`tiling.MIN_SIDE` so that they keep their brightness) happens behind these calls.
+`upscaling.shapes.MIN_SIDE` so that they keep their brightness) happens behind these calls.
 """
 
 from __future__ import annotations
@@ -23,29 +23,30 @@ import dataclasses
 import functools
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import flax.linen as nn
-from flax import traverse_util
 import jax
 import numpy as np
+from flax import traverse_util
 
-from drsan_jax import image_modes, onnx_runtime, tiling
+from drsan_jax import device_memory, onnx_runtime
 from drsan_jax.data.image_io import quantize, to_model_input
-from drsan_jax.data.resize import imresize
-from drsan_jax.inference import Predictor, bucket_shape, default_split_rows, pad_batch
-from drsan_jax.loading import load_model
-from drsan_jax.models import InferenceModel
+from drsan_jax.inference import Predictor, default_split_rows, pad_batch
+from drsan_jax.upscaling import tiling
+from drsan_jax.upscaling.pictures import PictureUpscaler, check_image
+from drsan_jax.upscaling.shapes import bucket_shape
+from drsan_jax.weights.loaded import InferenceModel
+from drsan_jax.weights.loading import load_model
 
 # The tile defaults live with the tiling (backends without JAX share them); named here too.
 DEFAULT_TILE = tiling.DEFAULT_TILE
 DEFAULT_OVERLAP = tiling.DEFAULT_OVERLAP
 # Most scratch memory the tiles of one call may need together (see `Upscaler._tile_batch`): a
-# DRSAN-32s runs two 512-pixel tiles at once at x2 (0.36 GiB each), and one at a time, split
-# over the devices, at x3 (0.59 GiB) and x4 (1.05 GiB). On the 2-core VM two tiles at once were
-# 1.85x as fast as two split by rows at x2 on a quiet machine and as fast on a busy one, but
-# slower at x3 (0.88x) and x4 (0.68-0.94x), whose larger tiles compete for memory bandwidth.
+# DRSAN-32s runs two 512-pixel tiles at once at x2, and one at a time, split over the devices,
+# at x3 and x4, whose larger tiles compete for memory bandwidth (benchmarks/README.md, "Tiled
+# against whole-image pixel rate", has the speeds that chose this).
 TILE_CALL_BYTES = 2**30
 
 
@@ -56,7 +57,7 @@ def load(checkpoint: str | os.PathLike, which: str = "latest", scale: int | None
     Args:
       checkpoint: a training workdir, its `checkpoints/` folder, one step folder, a weights
         file, or the name of a shipped model (e.g. "32s-x2"): anything
-        `drsan_jax.loading.load_model` accepts. Or an exported `.onnx` file
+        `drsan_jax.weights.loading.load_model` accepts. Or an exported `.onnx` file
         (`python -m drsan_jax.export`), which runs on ONNX Runtime.
       which: for a workdir, "latest" or "best" (the highest validation PSNR).
       scale: for a multi-scale model (MDSR, LESRCNN-S), the scale to upscale by; None: the
@@ -107,8 +108,13 @@ class Inspection:
         return matrix
 
 
-class Upscaler:
+class Upscaler(PictureUpscaler):
     """A loaded model: `upscale`, `bicubic` and `inspect` on NumPy images.
+
+    `upscale`, `upscale_rows`, `bicubic`, `resolve_tile` and `tile_count` are
+    `upscaling.pictures.PictureUpscaler`'s, shared with the ONNX backend; this class supplies
+    the jitted network (`inference.Predictor`, with the self-ensemble) and XLA's measure of its
+    memory (`device_memory`).
 
     Attributes:
       inference_model: the checkpoint it came from (model, params, step, config, path).
@@ -119,7 +125,7 @@ class Upscaler:
     """
 
     def __init__(self, inference_model: InferenceModel):
-        """Wraps a model from `drsan_jax.loading.load_model` (see `load`)."""
+        """Wraps a model from `drsan_jax.weights.loading.load_model` (see `load`)."""
         self.inference_model = inference_model
         self.scale = inference_model.scale
         self.name = inference_model.name
@@ -137,71 +143,13 @@ class Upscaler:
         return (f"Upscaler({self.name} x{self.scale}, step {self.step}, "
                 f"from {self.inference_model.path})")
 
-    def upscale(
-        self,
-        image: np.ndarray,
-        self_ensemble: bool = False,
-        tile: int | str | None = "auto",
-        overlap: int = DEFAULT_OVERLAP,
-        on_tile: Callable[[], None] | None = None,
-    ) -> np.ndarray:
-        """Super-resolves one image.
+    def _predictor(self, self_ensemble: bool) -> tiling.BatchPredictFn:
+        return self._predictors[self_ensemble].predict
 
-        Args:
-          image: HxW or HxWxC (C in 1, 3, 4) uint8 or uint16.
-          self_ensemble: average over the 8 flips and quarter turns (slower, a little better).
-          tile: "auto" (whole image when it fits in memory, else `DEFAULT_TILE`), None (always
-            whole), or a tile size in LR pixels.
-          overlap: the least overlap of neighbouring tiles, in LR pixels.
-          on_tile: called after each tile (for progress bars; see `tile_count`).
-
-        Returns:
-          (H * scale, W * scale[, C]) array with the input's dtype and channels.
-        """
-        image = image_modes.check_image(image)
-        tile = self.resolve_tile(*image.shape[:2], tile, overlap, self_ensemble)
-        return image_modes.upscale_image(self._predictors[self_ensemble].predict, image,
-                                         self.scale, tile, overlap, on_tile,
-                                         self._tile_batch(tile))
-
-    def upscale_rows(
-        self,
-        image: np.ndarray,
-        self_ensemble: bool = False,
-        tile: int | str | None = "auto",
-        overlap: int = DEFAULT_OVERLAP,
-        on_tile: Callable[[], None] | None = None,
-    ) -> Iterator[np.ndarray]:
-        """`upscale`'s result in consecutive bands of rows, each yielded once it is final.
-
-        For pictures too large to hold twice: with `data.image_io.write_image_rows` the result
-        goes to a PNG or TIFF file without ever being whole in memory. The arguments are
-        `upscale`'s; the bands are rows of the array it returns.
-        """
-        image = image_modes.check_image(image)
-        tile = self.resolve_tile(*image.shape[:2], tile, overlap, self_ensemble)
-        return image_modes.upscale_rows(self._predictors[self_ensemble].predict, image,
-                                        self.scale, tile, overlap, on_tile,
-                                        self._tile_batch(tile))
-
-    def bicubic(self, image: np.ndarray) -> np.ndarray:
-        """The bicubic baseline: MATLAB's imresize by `scale`, same dtype and channels."""
-        return imresize(image_modes.check_image(image), self.scale)
-
-    def resolve_tile(self, height: int, width: int, tile: int | str | None = "auto",
-                     overlap: int = DEFAULT_OVERLAP, self_ensemble: bool = False) -> int | None:
-        """The tile size `upscale` uses for an image of this size: an int, or None for whole.
-
-        Raises:
-          ValueError: a tile that is not "auto", None or a positive int, or an overlap that
-            is not below half the tile.
-        """
-        def fits_whole() -> bool:
-            whole = tiling.inference_bytes(self.inference_model.model, height, width,
-                                           self_ensemble)
-            return whole <= tiling.memory_budget()
-
-        return tiling.choose_tile(tile, overlap, fits_whole)
+    def _fits_whole(self, height: int, width: int, self_ensemble: bool) -> bool:
+        whole = device_memory.inference_bytes(self.inference_model.model, height, width,
+                                              self_ensemble)
+        return whole <= device_memory.memory_budget()
 
     def _tile_batch(self, tile: int | None) -> int:
         """Tiles per call: one per device, while their scratch stays within `TILE_CALL_BYTES`.
@@ -212,15 +160,9 @@ class Upscaler:
         if tile is None or self._devices == 1:
             return 1
         model = self.inference_model.model
-        per_tile = tiling.bytes_per_pixel(model) * math.prod(bucket_shape(tile, tile))
-        fits = int(min(TILE_CALL_BYTES, tiling.memory_budget()) // per_tile)
+        per_tile = device_memory.bytes_per_pixel(model) * math.prod(bucket_shape(tile, tile))
+        fits = int(min(TILE_CALL_BYTES, device_memory.memory_budget()) // per_tile)
         return max(1, min(self._devices, fits))
-
-    def tile_count(self, height: int, width: int, tile: int | str | None = "auto",
-                   overlap: int = DEFAULT_OVERLAP, self_ensemble: bool = False) -> int:
-        """How many tiles `upscale` runs for an image of this size (1 when whole)."""
-        resolved = self.resolve_tile(height, width, tile, overlap, self_ensemble)
-        return tiling.num_tiles(height, width, resolved, overlap)
 
     @property
     def rsa_blocks(self) -> list[tuple[int, int]]:
@@ -241,7 +183,7 @@ class Upscaler:
         Returns:
           The `Inspection`.
         """
-        image = image_modes.check_image(image)
+        image = check_image(image)
         model = self.inference_model.model
         available = self.rsa_blocks
         blocks = tuple((int(k), int(n)) for k, n in (available if blocks is None else blocks))

@@ -4,9 +4,9 @@
     python -m drsan_jax.convert EDSR_x4.pt edsr_x4.npz --model edsr
     python -m drsan_jax.convert runs/drsan48s_x2 drsan48s_x2.npz --dtype float16
 
-IN is anything `drsan_jax.loading.load_model` accepts (a PyTorch or safetensors file, a
+IN is anything `drsan_jax.weights.loading.load_model` accepts (a PyTorch or safetensors file, a
 checkpoint folder, a shipped name, a compact file); OUT is a self-describing `.npz`
-(`drsan_jax.compact`) that later loads skip the mapping for: `eval.py --ckpt OUT`,
+(`drsan_jax.weights.compact`) that later loads skip the mapping for: `eval.py --ckpt OUT`,
 `python -m drsan_jax.upscale --ckpt OUT`, `drsan_jax.load(OUT)`, `--config.init_from=OUT`.
 float32 (the default) stores the parameters exactly; float16 halves the file. A multi-scale
 model is stored whole, every scale's branch. Problems are one line on stderr with exit status 2
@@ -20,7 +20,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from drsan_jax import cli, compact, runtime
+from drsan_jax import cli, runtime
+from drsan_jax.weights import compact
 
 
 def parse_args(argv: list[str] | None) -> tuple[cli.ArgumentParser, argparse.Namespace]:
@@ -56,7 +57,7 @@ def _convert(parser: cli.ArgumentParser, args: argparse.Namespace) -> int:
     if output.exists() and not args.force:
         parser.error(f"{output} exists; pass --force to replace it")
     runtime.configure()
-    from drsan_jax import loading  # JAX starts here, after the checks above
+    from drsan_jax.weights import loading  # JAX starts here, after the checks above
 
     loaded = loading.load_model(args.input, args.which, model=args.model)
     extra = {**(loaded.extra or {}), "converted_from": str(args.input)}

@@ -45,8 +45,8 @@ from drsan_jax.data.benchmark import (
 )
 from drsan_jax.data.image_io import quantize, write_image
 from drsan_jax.data.resize import bicubic_upscale
-from drsan_jax.loading import load_model
 from drsan_jax.models import config_of, model_name
+from drsan_jax.weights.loading import load_model
 
 METHODS = ("model", "bicubic")
 # What `evaluate` accepts: one protocol, or "both" to score every SR image under each of them.

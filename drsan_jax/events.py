@@ -1,7 +1,7 @@
-"""Reading a training run's scalars back from its TensorBoard event files, without TensorFlow.
+"""A training run's TensorBoard scalars: their tags, and reading them back without TensorFlow.
 
-train.py writes `train/loss`, `train/learning_rate`, `train/grad_norm`, `train/steps_per_sec`
-and `val/<set>/psnr|ssim` with tensorboardX into `workdir/events.out.tfevents.*`. Those files are
+train.py writes the tags named here (`train/loss`, `train/learning_rate`, `train/grad_norm`,
+`train/steps_per_sec` and `val/<set>/psnr|ssim`, `val_tag`) with tensorboardX into `workdir/events.out.tfevents.*`. Those files are
 TFRecord streams of `Event` protocol buffers; `read_scalars` parses them with tensorboardX's own
 protobuf classes and checks every record's CRC, so a truncated or damaged file is reported with
 its name rather than read wrong. The last record of a file a killed run was writing may be cut
@@ -19,6 +19,26 @@ from pathlib import Path
 
 import numpy as np
 from tensorboardX.proto import event_pb2
+
+# The tags of the scalars training writes (`training.loop`) and the study scripts read.
+TRAIN_LOSS = "train/loss"
+TRAIN_LEARNING_RATE = "train/learning_rate"
+TRAIN_GRAD_NORM = "train/grad_norm"
+TRAIN_STEPS_PER_SEC = "train/steps_per_sec"
+_VAL = "val"
+
+
+def val_tag(dataset: str, metric: str = "psnr") -> str:
+    """The tag of a validation score: "val/Set5/psnr" (a multi-scale run's sets: "Set5_x2")."""
+    return f"{_VAL}/{dataset}/{metric}"
+
+
+def val_dataset(tag: str, metric: str = "psnr") -> str | None:
+    """The validation set a tag of `metric` scores ("val/Set5/psnr" -> "Set5"), else None."""
+    parts = tag.split("/")
+    if len(parts) == 3 and parts[0] == _VAL and parts[2] == metric:
+        return parts[1]
+    return None
 
 _HEADER = struct.Struct("<QI")
 _FOOTER = struct.Struct("<I")
@@ -109,4 +129,5 @@ def read_scalars(workdir: str | os.PathLike, tags: list[str] | None = None
             for tag in sorted(rows)}
 
 
-__all__ = ["event_files", "read_scalars"]
+__all__ = ["TRAIN_GRAD_NORM", "TRAIN_LEARNING_RATE", "TRAIN_LOSS", "TRAIN_STEPS_PER_SEC", "event_files",
+           "read_scalars", "val_dataset", "val_tag"]

@@ -45,7 +45,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -53,7 +52,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from drsan_jax import cli, model_card, onnx_runtime, tiling
+from drsan_jax import cli, device_memory, files, model_card, onnx_runtime
+from drsan_jax.weights import loading, shipped
 
 FORMATS = ("onnx", "tflite", "stablehlo")
 LAYOUTS = onnx_runtime.LAYOUTS
@@ -218,30 +218,6 @@ def _to_stablehlo(fn: Callable, layout: str) -> tuple[bytes, dict[str, Any]]:
     }
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _write_atomically(files: dict[Path, bytes]) -> None:
-    """Writes every file under a temporary name in its folder, then renames them all."""
-    temporary = {}
-    try:
-        for path, data in files.items():
-            handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                            dir=path.absolute().parent)
-            temporary[path] = Path(name)
-            with os.fdopen(handle, "wb") as f:
-                f.write(data)
-            os.chmod(name, 0o666 & ~_umask())  # mkstemp's files are private; these are not
-        for path, tmp in temporary.items():
-            tmp.replace(path)
-    finally:
-        for tmp in temporary.values():
-            tmp.unlink(missing_ok=True)
-
-
 def export(
     inference_model: Any,
     fmt: str,
@@ -282,7 +258,7 @@ def export(
             onnx_runtime.META_SCALE: str(inference_model.scale),
             onnx_runtime.META_LAYOUT: layout,
             onnx_runtime.META_STEP: str(getattr(inference_model, "step", None) or ""),
-            onnx_runtime.META_BYTES_PER_PIXEL: f"{tiling.bytes_per_pixel(model):.1f}",
+            onnx_runtime.META_BYTES_PER_PIXEL: f"{device_memory.bytes_per_pixel(model):.1f}",
         }
         data, info = _to_onnx(fn, layout, opset, metadata, name)
     elif fmt == "tflite":
@@ -299,7 +275,7 @@ def export(
     card = model_card.build_card(inference_model, data=data, fmt=fmt, format_info=info,
                                  layout=layout, precision=described)
     card_bytes = (json.dumps(card, indent=2) + "\n").encode()
-    _write_atomically({output: data, model_card.card_path(output): card_bytes})
+    files.atomic_write_files({output: data, model_card.card_path(output): card_bytes})
     return card
 
 
@@ -335,15 +311,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from drsan_jax import loading, pretrained
-
     check_request(args.format, args.output, args.layout, args.precision, args.opset)
     check_dependencies(args.format)
     ckpt = args.ckpt
     if ckpt is None:
         try:
-            ckpt = pretrained.default_for_scale(2 if args.scale is None else args.scale)
-        except pretrained.PretrainedError as e:
+            ckpt = shipped.default_for_scale(2 if args.scale is None else args.scale)
+        except shipped.PretrainedError as e:
             raise cli.UsageError(f"--scale {args.scale}: {e}") from e
     try:
         inference_model = loading.load_model(ckpt, args.which, args.scale)

@@ -21,13 +21,11 @@ therefore reported PSNRs.
 On a CPU split into several devices (`drsan_jax.runtime.configure`, one per core) each call
 also spreads over the cores (`split_rows`, on by default there). XLA:CPU runs each of DRSAN's
 small convolutions on one core, so a single image on the default device leaves the others
-idle, and was measured 1.4-1.7x slower than PyTorch eager, which threads inside each
-convolution. Instead the padded batch and its mask are split by rows over all local devices
+idle, where PyTorch eager threads inside each convolution. Instead the padded batch and its mask are split by rows over all local devices
 (a `NamedSharding` over a one-axis mesh, the parameters replicated): XLA's SPMD partitioner
 gives every device a band of rows, exchanges the border rows each convolution needs and turns
-the DRM means into cross-device sums. On 2 cores this brought single-image inference to
-0.94-1.15x of PyTorch eager (benchmarks/bench.py, unpadded), within about 3e-7 of the
-one-device result. Buckets whose padded height does not split into at least 8 rows per device
+the DRM means into cross-device sums, within float rounding of the one-device result
+(benchmarks/README.md has the speeds, from benchmarks/bench.py). Buckets whose padded height does not split into at least 8 rows per device
 run on one device as before; `exact_shapes` always does. A call that holds as many images as
 there are devices (or a multiple: `batch_size`, as `api.Upscaler` sets it for tiles) is split
 by images instead: each device runs whole images, with nothing to exchange.
@@ -51,8 +49,9 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from drsan_jax.data.image_io import to_model_input
 from drsan_jax.data.transforms import NUM_TRANSFORMS, inverse_transform, transform
+
 # The bucket sizes live with the other shapes the network runs at (JAX-free, for every backend).
-from drsan_jax.tiling import MIN_BUCKET, bucket_shape, bucket_size
+from drsan_jax.upscaling.shapes import MIN_BUCKET, bucket_shape, bucket_size
 
 # LR pixels of one padded batch: four 512x512 inputs, well within a GPU and a laptop's memory
 # for the published variants (a 32s at 512x512 needs about half a GiB of scratch).

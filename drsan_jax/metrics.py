@@ -5,7 +5,7 @@ Every protocol crops HR to the SR size, removes `scale` pixels from every border
 protocols differ in two details that move Set14 by about 0.1 dB:
 
 - "drsan": Y kept in float; one-channel images are expanded to three equal channels first,
-  as the project notes (DRSAN.md, evaluation protocol) state it.
+  as the project notes (docs/evaluation.md) state it.
 - "matlab": Y rounded to 8-bit levels, as `rgb2ycbcr` returns it for uint8 images; one-channel
   images are scored on their grey values as they are, as the common MATLAB evaluation scripts
   do. The bicubic rows published in SR papers sit within 0.02 dB of this protocol.

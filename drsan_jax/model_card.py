@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import drsan_jax
+from drsan_jax.models import count_params
+from drsan_jax.weights import shipped
 
 # The shipped weights are trained by this project and distributed under its licence.
 SHIPPED_AUTHOR = "drsan-jax"
@@ -36,33 +35,16 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def count_parameters(params: Any) -> int:
-    """Scalars in a parameter tree (nested dicts of arrays)."""
-    if hasattr(params, "items"):
-        return sum(count_parameters(v) for _, v in params.items())
-    return math.prod(np.shape(params))
-
-
 def _manifest_entry(inference_model: Any) -> dict[str, Any] | None:
     """The shipped manifest's entry of a model loaded by its shipped name, else None."""
-    from drsan_jax import pretrained
-
     name = (getattr(inference_model, "extra", None) or {}).get("pretrained")
-    return pretrained.read_manifest()["models"].get(name) if name else None
-
-
-def _family(config: dict[str, Any]) -> str:
-    # Configurations written before model families existed are all DRSAN.
-    return str(config.get("family") or "drsan")
+    return shipped.read_manifest()["models"].get(name) if name else None
 
 
 def model_name(inference_model: Any) -> str:
     """A short name for files and metadata: "drsan-32s-x2", "lesrcnn-x2", "edsr-custom-x4"."""
-    from drsan_jax.models import get_family
-
-    config = inference_model.config
-    family = get_family(_family(config))
-    variant = config.get("variant")
+    family = inference_model.family
+    variant = inference_model.config.get("variant")
     name = family.model_name(variant) if variant else f"{family.name}-custom"
     return f"{name}-x{inference_model.scale}"
 
@@ -99,7 +81,7 @@ def build_card(
     step = getattr(inference_model, "step", None)
     patch = train_config.get("patch_size")
     variant = config.get("variant")
-    family = _family(config)
+    family = inference_model.family.name
     symbolic = ["batch", "height", "width"]
     hr = ["batch", f"{scale}*height", f"{scale}*width"]
     in_shape = [symbolic[0], 3, *symbolic[1:]] if layout == "nchw" else [*symbolic, 3]
@@ -131,7 +113,7 @@ def build_card(
         "pretrainedModelG": train_config.get("init_from"),
         "family": family,
         "variant": variant,
-        "parameters": count_parameters(inference_model.params),
+        "parameters": count_params(inference_model.params),
         "input": {"name": "input", "layout": layout.upper(), "shape": in_shape,
                   "dtype": precision["io"], "range": [0.0, 1.0], "color": "RGB"},
         "output": {"name": "output", "layout": layout.upper(), "shape": out_shape,
@@ -151,4 +133,4 @@ def card_path(output: str | Path) -> Path:
     return output.with_name(output.name + ".json")
 
 
-__all__ = ["build_card", "card_path", "count_parameters", "model_name", "sha256_of"]
+__all__ = ["build_card", "card_path", "model_name", "sha256_of"]

@@ -4,13 +4,14 @@
     model = OnnxUpscaler("drsan-32s-x2.onnx")    # written by `python -m drsan_jax.export`
     sr = model.upscale(image)                     # as `drsan_jax.load(...).upscale(image)`
 
-`OnnxUpscaler` has the JAX `api.Upscaler`'s `upscale`, `upscale_rows`, `bicubic`, `resolve_tile`
-and `tile_count`, and treats pictures identically: the same image kinds (`image_modes`), the same
-overlapping tiles and cross-fade (`tiling`), the same rounding to 8 or 16 bits. So
+`OnnxUpscaler` and the JAX `api.Upscaler` extend the same `upscaling.pictures.PictureUpscaler`
+(`upscale`, `upscale_rows`, `bicubic`, `resolve_tile`, `tile_count`), so they treat pictures
+identically: the same image kinds, the same overlapping tiles and cross-fade
+(`upscaling.tiling`), the same rounding to 8 or 16 bits. So
 `python -m drsan_jax.upscale --ckpt model.onnx` and `drsan_jax.load("model.onnx")` run it too.
 What it lacks is the self-ensemble and `inspect` (the exported graph returns the picture only).
 
-This module, `tiling`, `image_modes` and `data.resize.imresize` import neither JAX nor Flax, so a
+This module, `drsan_jax.upscaling` and `data.resize.imresize` import neither JAX nor Flax, so a
 deployment needs only NumPy, ONNX Runtime and this package's files. The model's scale, layout
 (NHWC or NCHW) and memory use per pixel are read from the metadata the exporter writes into the
 file; for other super-resolution `.onnx` files (one 4-D RGB input in [0, 1]) the layout comes
@@ -20,14 +21,13 @@ from the input's shape and the scale from one small probe run.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from drsan_jax import image_modes, tiling
-from drsan_jax.data.resize import imresize
+from drsan_jax.upscaling import memory, tiling
+from drsan_jax.upscaling.pictures import PictureUpscaler
 
 SUFFIX = ".onnx"
 # Keys of the ONNX model's metadata_props that `drsan_jax.export` writes.
@@ -56,7 +56,7 @@ def _onnxruntime():
     return onnxruntime
 
 
-class OnnxUpscaler:
+class OnnxUpscaler(PictureUpscaler):
     """An exported super-resolution model on ONNX Runtime: `upscale` and `bicubic` on pictures.
 
     Attributes:
@@ -154,86 +154,24 @@ class OnnxUpscaler:
                              f"x{scale} RGB image")
         return y
 
-    def upscale(
-        self,
-        image: np.ndarray,
-        self_ensemble: bool = False,
-        tile: int | str | None = "auto",
-        overlap: int = tiling.DEFAULT_OVERLAP,
-        on_tile: Callable[[], None] | None = None,
-    ) -> np.ndarray:
-        """Super-resolves one image, as `api.Upscaler.upscale` does.
+    def _predictor(self, self_ensemble: bool) -> tiling.BatchPredictFn:
+        """One tile after another (ONNX Runtime already spreads each operator over the cores)."""
+        return lambda tiles: [self.predict(x) for x in tiles]
 
-        Args:
-          image: HxW or HxWxC (C in 1, 3, 4) uint8 or uint16.
-          self_ensemble: must be False: the self-ensemble is not available here.
-          tile: "auto" (whole image when it fits in half the free memory, else
-            `tiling.DEFAULT_TILE`), None (always whole), or a tile size in LR pixels.
-          overlap: the least overlap of neighbouring tiles, in LR pixels.
-          on_tile: called after each tile (for progress bars; see `tile_count`).
-
-        Returns:
-          (H * scale, W * scale[, C]) array with the input's dtype and channels.
-        """
-        image = image_modes.check_image(image)
-        tile = self.resolve_tile(*image.shape[:2], tile, overlap, self_ensemble)
-        return image_modes.upscale_image(self._predict_tiles, image, self.scale, tile, overlap,
-                                         on_tile)
-
-    def upscale_rows(
-        self,
-        image: np.ndarray,
-        self_ensemble: bool = False,
-        tile: int | str | None = "auto",
-        overlap: int = tiling.DEFAULT_OVERLAP,
-        on_tile: Callable[[], None] | None = None,
-    ) -> Iterator[np.ndarray]:
-        """`upscale`'s result in consecutive bands of rows, as `api.Upscaler.upscale_rows`."""
-        image = image_modes.check_image(image)
-        tile = self.resolve_tile(*image.shape[:2], tile, overlap, self_ensemble)
-        return image_modes.upscale_rows(self._predict_tiles, image, self.scale, tile, overlap,
-                                        on_tile)
-
-    def _predict_tiles(self, tiles: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """The `tiling.BatchPredictFn` of this backend: one tile after another (ONNX Runtime
-        already spreads each operator over the cores)."""
-        return [self.predict(x) for x in tiles]
-
-    def bicubic(self, image: np.ndarray) -> np.ndarray:
-        """The bicubic baseline: MATLAB's imresize by `scale`, same dtype and channels."""
-        return imresize(image_modes.check_image(image), self.scale)
-
-    def resolve_tile(self, height: int, width: int, tile: int | str | None = "auto",
-                     overlap: int = tiling.DEFAULT_OVERLAP, self_ensemble: bool = False
-                     ) -> int | None:
-        """The tile size `upscale` uses for an image of this size: an int, or None for whole.
-
-        With "auto" the whole image runs at once when the exporter's measure of the network's
-        memory per LR pixel (XLA's, a close stand-in for ONNX Runtime's buffers) says it fits in
-        `tiling.host_memory_budget()`; a file without that measure runs images of up to
-        `DEFAULT_TILE` squared pixels whole.
-
-        Raises:
-          ValueError: self_ensemble, or a tile or overlap that `tiling.choose_tile` refuses.
-        """
+    def _check_options(self, self_ensemble: bool) -> None:
         if self_ensemble:
             raise ValueError("the self-ensemble is not available for ONNX models; use the JAX "
                              "checkpoint for it")
 
-        def fits_whole() -> bool:
-            if self._bytes_per_pixel is None:
-                return height * width <= tiling.DEFAULT_TILE**2
-            host = 2 * 3 * 4 * self.scale**2 * height * width  # float32 output, and its copy
-            needed = height * width * self._bytes_per_pixel + host
-            return needed <= tiling.host_memory_budget()
-
-        return tiling.choose_tile(tile, overlap, fits_whole)
-
-    def tile_count(self, height: int, width: int, tile: int | str | None = "auto",
-                   overlap: int = tiling.DEFAULT_OVERLAP, self_ensemble: bool = False) -> int:
-        """How many tiles `upscale` runs for an image of this size (1 when whole)."""
-        resolved = self.resolve_tile(height, width, tile, overlap, self_ensemble)
-        return tiling.num_tiles(height, width, resolved, overlap)
+    def _fits_whole(self, height: int, width: int, self_ensemble: bool) -> bool:
+        """With the exporter's measure of the network's memory per LR pixel (XLA's, a close
+        stand-in for ONNX Runtime's buffers), whether the picture fits in
+        `memory.host_memory_budget()`; a file without that measure runs pictures of up to
+        `DEFAULT_TILE` squared pixels whole."""
+        if self._bytes_per_pixel is None:
+            return height * width <= tiling.DEFAULT_TILE**2
+        needed = memory.whole_image_bytes(self._bytes_per_pixel, self.scale, height, width)
+        return needed <= memory.host_memory_budget()
 
 
 def load(path: str | os.PathLike, providers: list[str] | None = None) -> OnnxUpscaler:

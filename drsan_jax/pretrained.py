@@ -1,33 +1,19 @@
-"""Trained weights that ship inside the package, loaded by name ("32s-x2").
+"""The maintainers' publishing tool for the shipped models: export, record scores, tables.
 
-Each shipped model is one compact `.npz` file (`drsan_jax.compact`) in `drsan_jax/pretrained/`
-holding the parameters under their flattened Flax paths ("DRAG_0/DRM/conv_in/kernel", ...),
-stored as float16 or float32, and one entry of `drsan_jax/pretrained/manifest.json`:
+The shipped models are compact `.npz` files with a manifest (`drsan_jax.weights.shipped`
+describes both and finds them; `drsan_jax.weights.loading` loads them by name). This module is
+the one that writes them, above the loader: every file it writes is read back through the
+loader and compared with its checkpoint (`verify_export`) before it takes the model's name.
 
-    {"format": "drsan-jax pretrained 1",
-     "models": {"32s-x2": {
-        "file": "32s-x2.npz", "sha256": "...", "storage_dtype": "float16",
-        "model": <the model configuration, see drsan_jax.models.schema>,
-        "training": {"data", "steps", "command", "config", "notes", "source", "weights",
-                     "curve": {"<set>": [[step, validation PSNR], ...]}},
-        "verification": {"input", "max_abs_output_difference"}: the written file against its
-            checkpoint (`verify_export`),
-        "evaluation": {"<protocol>": {"plain" | "self_ensemble": {"<dataset>": {"psnr", "ssim"}}}},
-        "storage_cost": <PSNR of the float32 checkpoint minus the stored weights', per set>}}}
-
-`evaluation` holds what `eval.py --ckpt <name> --output_json ...` measured; `record_eval` copies
-it there from eval.py's JSON, so the manifest's numbers are the script's, never typed by hand.
-
-A shipped name is "<model>-x<scale>", the model being any name of `drsan_jax.models` (the DRSAN
-short names included: "32s-x2"). Everything that accepts a checkpoint (`eval.py --ckpt`,
-`python -m drsan_jax.upscale --ckpt`, `drsan_jax.load`) accepts these names through
-`drsan_jax.loading`. Maintainers add a model with the command line of this module:
+A manifest entry's `evaluation` holds what `eval.py --ckpt <name> --output_json ...` measured;
+`record_eval` copies it there from eval.py's JSON, so the manifest's numbers are the script's,
+never typed by hand. Maintainers add a model with the command line of this module:
 
     python -m drsan_jax.pretrained export --ckpt runs/32s_x2 --name 32s-x2 --data "T91+BSD200" \
         --into_package
     python eval.py --ckpt 32s-x2 --datasets Set5,Set14,B100 --protocol both --output_json e.json
     python -m drsan_jax.pretrained record-eval --name 32s-x2 e.json
-    python -m drsan_jax.pretrained table      # the README's table, from the manifest
+    python -m drsan_jax.pretrained table      # docs/shipped_weights.md's table, from the manifest
 
 Anyone else exports to a folder of their own (`--output_dir DIR`: `DIR/<name>.npz`, which
 `--ckpt DIR/<name>.npz` loads, and `DIR/manifest.json`); one of the two flags is required, so
@@ -38,56 +24,32 @@ that the shipped weights are never replaced by accident, and an existing name is
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from drsan_jax import checkpoints, cli, compact, events, files
-from drsan_jax.models import MODEL_NAMES, VARIANTS, InferenceModel, build_model_from_config
-from drsan_jax.models import normalize_model_config, param_shapes
+from drsan_jax import cli, events, files
+from drsan_jax.models import flatten
+from drsan_jax.weights import checkpoints, compact, loading
+from drsan_jax.weights.loaded import InferenceModel
+from drsan_jax.weights.shipped import (
+    FORMAT,
+    MANIFEST_NAME,
+    PRETRAINED_DIR,
+    PretrainedError,
+    read_manifest,
+    sha256_of_file,
+)
 
-PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
-MANIFEST_NAME = "manifest.json"
-FORMAT = "drsan-jax pretrained 1"
 STORAGE_DTYPES = compact.STORAGE_DTYPES
-# A shipped model's name: a model name (or DRSAN short name) and the scale, e.g. "32s-x2".
-NAME_PATTERN = re.compile(
-    r"^(" + "|".join(re.escape(n) for n in (*MODEL_NAMES, *VARIANTS)) + r")-x([234])$")
-
 
 # What `verify_export` runs both models on, and how far their outputs may differ.
 VERIFY_INPUT = "seeded 48x48 RGB, numpy default_rng(0).random"
 VERIFY_TOLERANCE = {"float32": 1e-6, "float16": 0.5 / 255}
-
-
-class PretrainedError(ValueError):
-    """A shipped model that is unknown, missing or damaged; the message says which and why."""
-
-
-def is_model_name(text: str | os.PathLike) -> bool:
-    """Whether `text` has the form of a shipped model's name ("32s-x2"), shipped or not."""
-    return isinstance(text, str) and NAME_PATTERN.match(text) is not None
-
-
-def read_manifest(directory: str | os.PathLike | None = None) -> dict[str, Any]:
-    """The manifest of the shipped models (an empty one when none is shipped yet)."""
-    path = Path(directory or PRETRAINED_DIR) / MANIFEST_NAME
-    if not path.exists():
-        return {"format": FORMAT, "models": {}}
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise PretrainedError(f"{path} is not valid JSON: {e}") from None
-    if manifest.get("format") != FORMAT or not isinstance(manifest.get("models"), dict):
-        raise PretrainedError(f"{path} is not a drsan-jax manifest (expected format {FORMAT!r})")
-    return manifest
 
 
 def write_manifest(manifest: dict[str, Any], directory: str | os.PathLike | None = None) -> None:
@@ -95,76 +57,6 @@ def write_manifest(manifest: dict[str, Any], directory: str | os.PathLike | None
     path = Path(directory or PRETRAINED_DIR) / MANIFEST_NAME
     manifest = {"format": FORMAT, "models": dict(sorted(manifest["models"].items()))}
     files.write_json(path, manifest)
-
-
-def available(directory: str | os.PathLike | None = None) -> list[str]:
-    """Names of the shipped models."""
-    return sorted(read_manifest(directory)["models"])
-
-
-def default_for_scale(scale: int, directory: str | os.PathLike | None = None) -> str:
-    """The shipped model `python -m drsan_jax.upscale` uses at `scale` without --ckpt.
-
-    The smallest variant is preferred (the order of `models.VARIANTS`).
-
-    Raises:
-      PretrainedError: no model for that scale ships.
-    """
-    shipped = available(directory)
-    names = [f"{v}-x{scale}" for v in VARIANTS if f"{v}-x{scale}" in shipped]
-    if not names:
-        raise PretrainedError(f"no shipped model upscales x{scale} (shipped: "
-                              f"{', '.join(shipped) or 'none'}); pass a checkpoint with --ckpt")
-    return names[0]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def load(name: str, directory: str | os.PathLike | None = None):
-    """Loads a shipped model as an `InferenceModel` (float32 parameters).
-
-    Args:
-      name: a shipped model's name, e.g. "32s-x2" (see `available`).
-      directory: where the weights and manifest are; default: the package's.
-
-    Raises:
-      PretrainedError: an unknown name, a missing or damaged file (its SHA-256 differs from the
-        manifest's), or weights that do not fit the manifest's model.
-    """
-    import jax
-
-    directory = Path(directory or PRETRAINED_DIR)
-    models = read_manifest(directory)["models"]
-    if name not in models:
-        raise PretrainedError(f"no shipped model is named {name!r}; shipped: "
-                              f"{', '.join(sorted(models)) or 'none'}")
-    entry = models[name]
-    path = directory / entry["file"]
-    if not path.is_file():
-        raise PretrainedError(f"the weights of {name} ({path}) are missing from the installation")
-    if _sha256(path) != entry["sha256"]:
-        raise PretrainedError(f"the weights of {name} ({path}) are damaged: their SHA-256 "
-                              f"differs from the manifest's; reinstall drsan-jax")
-    try:
-        flat, _ = compact.read(path)
-        model = build_model_from_config(entry["model"])
-        params = compact.to_params(flat, param_shapes(model), f"{path} ({name})")
-    except compact.WeightsError as e:
-        raise PretrainedError(str(e)) from None
-    params = jax.device_put(params, jax.local_devices()[0])
-    config = normalize_model_config(entry["model"])
-    training = entry.get("training", {})
-    return InferenceModel(
-        model=model, params=params, scale=config["scale"], variant=config["variant"],
-        step=training.get("steps"), config=config, path=f"{name} ({path})",
-        training_config=training.get("config"),
-        extra={"pretrained": name, "storage_dtype": entry.get("storage_dtype")})
 
 
 def validation_curve(step_dir: str | os.PathLike) -> dict[str, list[list[float]]]:
@@ -179,10 +71,9 @@ def validation_curve(step_dir: str | os.PathLike) -> dict[str, list[list[float]]
         return {}
     last = int(step_dir.name) if step_dir.name.isdigit() else None
     curves = events.read_scalars(workdir)
-    return {tag.split("/")[1]: [[int(step), round(float(value), 4)]
-                                for step, _, value in rows if last is None or step <= last]
-            for tag, rows in curves.items()
-            if tag.startswith("val/") and tag.endswith("/psnr")}
+    return {events.val_dataset(tag): [[int(step), round(float(value), 4)]
+                                      for step, _, value in rows if last is None or step <= last]
+            for tag, rows in curves.items() if events.val_dataset(tag)}
 
 
 def verify_export(loaded: InferenceModel, path: Path, storage_dtype: str) -> float:
@@ -200,11 +91,9 @@ def verify_export(loaded: InferenceModel, path: Path, storage_dtype: str) -> flo
     Raises:
       PretrainedError: the file differs, naming the array or the difference.
     """
-    from drsan_jax import loading  # imported here: loading imports this module lazily too
-
     written = loading.load_compact(path)
-    expected = compact.flatten(loaded.params)
-    for key, value in compact.flatten(written.params).items():
+    expected = flatten(loaded.params)
+    for key, value in flatten(written.params).items():
         want = np.asarray(expected[key]).astype(storage_dtype).astype(np.float32)
         if not np.array_equal(np.asarray(value), want):
             raise PretrainedError(f"{path}: {key} does not hold the checkpoint's values; "
@@ -281,22 +170,16 @@ def export(
     # Written under a temporary name, read back through the loader and compared with the
     # checkpoint before it takes the model's name: a file that does not reproduce its
     # checkpoint never replaces a shipped one.
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=compact.SUFFIX)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(compact.encode(loaded.params, storage_dtype, meta))
-            f.flush()
-            os.fsync(f.fileno())
-        difference = verify_export(loaded, tmp, storage_dtype)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    encoded = compact.encode(loaded.params, storage_dtype, meta)
+    checked: list[float] = []
+    files.atomic_write(path, lambda tmp: tmp.write_bytes(encoded),
+                       check=lambda tmp: checked.append(verify_export(loaded, tmp, storage_dtype)))
+    difference = checked[0]
     config = dict(loaded.training_config or {})
     manifest = read_manifest(directory)
     manifest["models"][name] = {
         "file": path.name,
-        "sha256": _sha256(path),
+        "sha256": sha256_of_file(path),
         "storage_dtype": storage_dtype,
         "model": loaded.config,
         "training": {
@@ -406,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--reference", action="store_true",
                      help="the JSON files score the float32 source checkpoint")
     rec.add_argument("json", nargs="+")
-    tab = sub.add_parser("table", help="print the README's Markdown table")
+    tab = sub.add_parser("table", help="print the shipped models' Markdown table "
+                                       "(docs/shipped_weights.md)")
     tab.add_argument("--protocol", default="drsan")
     args = parser.parse_args(argv)
     return cli.run(parser.prog, args.verbose, lambda: _run(args))

@@ -16,7 +16,7 @@ CPU devices (on a CPU, one per core by default). XLA:CPU runs each of DRSAN's sm
 convolutions on one core, so a train step on the default single CPU device leaves the other
 cores idle. Splitting the host into one XLA device per core
 (`--xla_force_host_platform_device_count`) lets the data-parallel mesh
-(`drsan_jax.parallel.make_mesh`) run one share of the batch per core; on a 2-core machine this
+(`drsan_jax.training.parallel.make_mesh`) run one share of the batch per core; on a 2-core machine this
 nearly halves the step time (benchmarks/README.md), and `inference.Predictor` splits each
 image's rows over the devices (`split_rows`). `DRSAN_JAX_CPU_DEVICES=<n>` sets the count and
 `=1` keeps XLA's single device; an `XLA_FLAGS` that already sets the count is kept. The flag only affects the CPU

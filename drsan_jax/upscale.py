@@ -29,7 +29,7 @@ from pathlib import Path
 import jax
 from tqdm import tqdm
 
-from drsan_jax import cli, onnx_runtime, pretrained, runtime, tiling
+from drsan_jax import cli, onnx_runtime, runtime
 from drsan_jax.api import DEFAULT_OVERLAP, DEFAULT_TILE, Upscaler, load
 from drsan_jax.data.image_io import (
     IMAGE_EXTENSIONS,
@@ -39,6 +39,8 @@ from drsan_jax.data.image_io import (
     read_image,
     write_image_rows,
 )
+from drsan_jax.upscaling import shapes
+from drsan_jax.weights import shipped
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -67,7 +69,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
                         help=f"'auto' (the default: the whole image when it fits in memory, "
                              f"else tiles of {DEFAULT_TILE}x{DEFAULT_TILE} LR pixels), 'none' "
                              f"(always the whole image), or a tile size in LR pixels (at least "
-                             f"{tiling.MIN_SIDE})")
+                             f"{shapes.MIN_SIDE})")
     parser.add_argument("--tile_overlap", type=int, default=None,
                         help=f"least overlap of neighbouring tiles in LR pixels (default "
                              f"{DEFAULT_OVERLAP})")
@@ -80,10 +82,10 @@ def _parse_tile(parser: argparse.ArgumentParser, value: str) -> int | str | None
     """--tile as `Upscaler.upscale` takes it."""
     if value in ("auto", "none"):
         return None if value == "none" else "auto"
-    if value.isdigit() and int(value) >= tiling.MIN_SIDE:
+    if value.isdigit() and int(value) >= shapes.MIN_SIDE:
         return int(value)
     parser.error(f"--tile must be 'auto', 'none' or a number of LR pixels of at least "
-                 f"{tiling.MIN_SIDE} (smaller tiles come out darker), got {value!r}")
+                 f"{shapes.MIN_SIDE} (smaller tiles come out darker), got {value!r}")
 
 
 def plan_outputs(inputs: list[str], output_dir: Path | None,
@@ -199,8 +201,8 @@ def _upscale(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     ckpt = args.ckpt
     if ckpt is None:
         try:
-            ckpt = pretrained.default_for_scale(expected_scale)
-        except pretrained.PretrainedError as e:
+            ckpt = shipped.default_for_scale(expected_scale)
+        except shipped.PretrainedError as e:
             raise cli.UsageError(f"--scale {expected_scale}: {e}") from e
     if args.self_ensemble and onnx_runtime.is_onnx_file(ckpt):
         parser.error(f"--self_ensemble is not available for the ONNX model --ckpt {ckpt}")

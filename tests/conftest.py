@@ -16,9 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from drsan_jax.checkpoints import save_params_for_inference
 from drsan_jax.data import read_image, to_rgb_uint8, write_image
 from drsan_jax.models import DRSAN, init_params
+from drsan_jax.weights.checkpoints import save_params_for_inference
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -186,3 +186,28 @@ def no_runtime_side_effects(monkeypatch):
     cache written from tests, and one CPU device."""
     monkeypatch.setenv("DRSAN_JAX_CACHE_DIR", "none")
     monkeypatch.setenv("DRSAN_JAX_CPU_DEVICES", "1")
+
+
+# The tiny training runs (tests/training, tests/benchmarks).
+TINY_MODEL = {"features": 8, "num_blocks": 1, "num_groups": 2}
+STEPS = 6  # of the reference run
+
+
+def tiny_training_config(configs_module, train_images, benchmark, **overrides):
+    """A locked training config of the tiny `TINY_MODEL` on tiny data, for a run of seconds."""
+    config = configs_module.get_config()
+    config.model.update(TINY_MODEL)
+    config.update(
+        train_data=str(train_images / "hr"), cache_dir=str(train_images / "cache"),
+        val_data=str(benchmark), val_datasets="", patch_size=8, batch_size=4,
+        num_train_steps=STEPS, log_every_steps=2, eval_every_steps=3, checkpoint_every_steps=2,
+        data_workers=1, prefetch_batches=2)
+    config.update(overrides)
+    config.lock()
+    return config
+
+
+def assert_trees_equal(a, b):
+    """Every leaf of two trees bit-identical."""
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

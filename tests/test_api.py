@@ -5,13 +5,15 @@ import numpy as np
 import pytest
 from conftest import TINY, lr_crop, random_params, save_tiny_checkpoint
 
-from drsan_jax import api, metrics, tiling
+from drsan_jax import api, device_memory, metrics
 from drsan_jax.data import imresize, quantize, read_image, to_model_input
 from drsan_jax.inference import Predictor
-from drsan_jax.models import InferenceModel, build_model, config_of, num_paths, path_index
+from drsan_jax.models import build_model, config_of, num_paths, path_index
+from drsan_jax.upscaling import shapes, tiling
+from drsan_jax.weights.loaded import InferenceModel
 
 # Largest PSNR change (dB, Y channel against HR) that tiling may cause; the shipped defaults
-# measured far below it on the benchmarks (see README, "Tiles").
+# measured far below it on the benchmarks (see docs/upscaling.md, "Tiles and memory").
 TILE_TOLERANCE_DB = 0.05
 
 
@@ -102,7 +104,7 @@ def test_tiles_stay_within_the_tolerance_with_drm(upscaler, benchmark_dir):
 
 def test_auto_tiles_only_when_the_whole_image_does_not_fit(upscaler, lq, monkeypatch):
     assert upscaler.resolve_tile(*lq.shape[:2]) is None
-    monkeypatch.setattr(tiling, "memory_budget", lambda: 1e6)
+    monkeypatch.setattr(device_memory, "memory_budget", lambda: 1e6)
     assert upscaler.resolve_tile(600, 1100) == api.DEFAULT_TILE
     assert upscaler.tile_count(600, 1100) == 2 * 3
     calls = []
@@ -119,7 +121,7 @@ def test_tiles_per_call_follow_the_devices_and_the_scratch(upscaler, lq, monkeyp
     assert upscaler._tile_batch(None) == 1 and upscaler._tile_batch(512) == 2
     # Tiles grouped two by two come out as they do one by one.
     np.testing.assert_array_equal(upscaler.upscale(lq, tile=32, overlap=8), one_at_a_time)
-    per_tile = tiling.bytes_per_pixel(upscaler.inference_model.model) * 512 * 512
+    per_tile = device_memory.bytes_per_pixel(upscaler.inference_model.model) * 512 * 512
     monkeypatch.setattr(api, "TILE_CALL_BYTES", 1.5 * per_tile)
     assert upscaler._tile_batch(512) == 1
 
@@ -182,10 +184,10 @@ def test_small_pictures_go_through_the_network_mirrored(family):
     rng = np.random.default_rng(0)
     for shape in [(1, 1), (2, 2), (1, 7), (3, 2), (7, 1), (5, 40), (31, 31)]:
         image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
-        pads = [tiling.min_side_padding(n) for n in shape]
+        pads = [shapes.min_side_padding(n) for n in shape]
         # Reflection: a 1-pixel side becomes the pixel repeated (numpy's "edge").
         mirrored = np.pad(image, [*pads, (0, 0)], mode="symmetric")
-        assert min(mirrored.shape[:2]) >= tiling.MIN_SIDE
+        assert min(mirrored.shape[:2]) >= shapes.MIN_SIDE
         (top, _), (left, _) = pads
         expected = upscaler.upscale(mirrored)[2 * top:2 * (top + shape[0]),
                                               2 * left:2 * (left + shape[1])]

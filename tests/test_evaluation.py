@@ -5,10 +5,22 @@ import math
 
 import numpy as np
 import pytest
-from conftest import NearestUpsampler, make_benchmark, nearest, random_params, tiny_model
+from conftest import (
+    NearestUpsampler,
+    make_benchmark,
+    nearest,
+    random_params,
+    tiny_model,
+)
 
 from drsan_jax import evaluation, files, inference, metrics
-from drsan_jax.data import BenchmarkError, ImageReadError, benchmark, read_image, write_image
+from drsan_jax.data import (
+    BenchmarkError,
+    ImageReadError,
+    benchmark,
+    read_image,
+    write_image,
+)
 from drsan_jax.evaluation import EvaluationError, evaluate
 
 

@@ -65,3 +65,32 @@ def test_an_error_about_the_temporary_names_the_file_asked_for(tmp_path):
         files.atomic_write(path, write)
     assert str(error.value) == f"[Errno 13] Permission denied: '{path}'"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_files_written_together_appear_together_or_not_at_all(tmp_path):
+    # The exporter writes a model and its card this way: a failure on the second (its folder
+    # cannot be made: a file stands in the way) must not leave the first behind.
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    model, card = tmp_path / "m.onnx", blocker / "m.onnx.json"
+    with pytest.raises(OSError):
+        files.atomic_write_files({model: b"model", card: b"card"})
+    assert sorted(tmp_path.iterdir()) == [blocker]
+    files.atomic_write_files({model: b"model", tmp_path / "m.onnx.json": b"card"})
+    assert model.read_bytes() == b"model" and (tmp_path / "m.onnx.json").read_bytes() == b"card"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "m.onnx", "m.onnx.json"]
+
+
+def test_a_check_that_fails_leaves_the_old_file(tmp_path):
+    path = tmp_path / "weights.npz"
+    path.write_bytes(b"old")
+    seen = []
+
+    def refuse(tmp):
+        seen.append(tmp.read_bytes())
+        raise ValueError("does not reproduce its checkpoint")
+
+    with pytest.raises(ValueError, match="reproduce"):
+        files.atomic_write(path, lambda tmp: tmp.write_bytes(b"new"), check=refuse)
+    assert seen == [b"new"] and path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["weights.npz"]

@@ -1,7 +1,7 @@
 """Tests for drsan_jax.metrics: cases computed by hand.
 
 The bicubic baseline table, through the whole path (files, resize, protocols), is checked in
-tests/test_eval_cli.py.
+tests/commands/test_eval_cli.py.
 """
 
 import math
@@ -12,6 +12,7 @@ import pytest
 from conftest import shared_data_dir as _data_dir
 
 from drsan_jax import metrics
+
 
 @pytest.fixture(scope="module")
 def grey() -> np.ndarray:

@@ -11,7 +11,8 @@ rounded half up), the last step before every benchmark score and every saved ima
 `to_rgb_uint8` gives the 8-bit RGB that the training cache and the metrics use.
 
 Decoding goes through imageio (Pillow, and imageio's bundled tifffile for TIFF). Pillow silently
-truncates 16-bit colour PNGs to 8 bits, so those are read and written by a small PNG codec here.
+truncates 16-bit colour PNGs to 8 bits, so those are read and written by the project's own PNG
+codec (`data.png`).
 `write_image_rows` writes an image that arrives in bands of rows (an upscaled photo of hundreds
 of megapixels) without ever holding it whole: PNGs through that codec, TIFFs through tifffile,
 which takes rows one by one and writes the same file as for the whole array.
@@ -20,8 +21,6 @@ which takes rows one by one and writes the same file as for the whole array.
 from __future__ import annotations
 
 import os
-import struct
-import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import numpy as np
 import tifffile
 from PIL import Image as PILImage
 
+from drsan_jax.data import png
 from drsan_jax.files import atomic_write
 
 # Pillow refuses images over ~179 Mpixels as possible decompression bombs, but a 4000x3000 photo
@@ -46,19 +46,10 @@ _EXPECTED = (
 # Pillow modes that are not grey/RGB/RGBA samples; converting on decode keeps the contract
 # that callers only ever see grey, RGB or RGBA ("1" is bilevel, stored as bool).
 _PILLOW_CONVERSIONS = {"1": "L", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # The first bytes of every format `read_image` decodes: enough to tell an image file from
 # anything else without decoding it (TIFF: little- or big-endian, classic or BigTIFF).
-_SIGNATURES = (_PNG_SIGNATURE, b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*", b"II+\x00",
+_SIGNATURES = (png.SIGNATURE, b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*", b"II+\x00",
                b"MM\x00+")
-# PNG colour types (PNG spec, IHDR) -> samples per pixel, for those Pillow truncates at 16 bit.
-_PNG_COLOUR_CHANNELS = {2: 3, 4: 2, 6: 4}
-# Samples per pixel -> the PNG colour type that `_write_png` writes them as.
-_PNG_COLOUR_TYPES = {1: 0, 3: 2, 4: 6}
-# Rows filtered at a time by `_write_png`: its scratch is a few times this many rows.
-_PNG_FILTER_ROWS = 16
-# Compressed bytes gathered into one IDAT chunk.
-_PNG_CHUNK_BYTES = 1 << 22
 
 
 class ImageReadError(ValueError):
@@ -135,8 +126,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(f"cannot read image {path}: no such file")
     check_image_file(path)  # else a decoder's own words describe a file that is no image
     try:
-        if _is_16bit_colour_png(path):
-            image = _read_png_16bit_colour(path)
+        if png.is_16bit_colour(path):
+            image = png.read_16bit_colour(path)
         else:
             mode = iio.immeta(path).get("mode")
             kwargs = {"mode": _PILLOW_CONVERSIONS[mode]} if mode in _PILLOW_CONVERSIONS else {}
@@ -250,7 +241,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
     if ext == ".png" and image.dtype == np.uint16 and image.ndim == 3:
-        atomic_write(path, lambda tmp: _write_png(tmp, image.shape, image.dtype, [image]))
+        atomic_write(path, lambda tmp: png.write(tmp, image.shape, image.dtype, [image]))
     elif ext in (".jpg", ".jpeg"):
         atomic_write(path, lambda tmp: iio.imwrite(tmp, image, quality=95))
     else:
@@ -291,7 +282,7 @@ def write_image_rows(path: str | os.PathLike, shape: tuple[int, ...], dtype: np.
     if len(shape) == 3 and shape[2] == 1:
         shape, bands = shape[:2], (band[..., 0] for band in bands)
     if ext == ".png":
-        atomic_write(path, lambda tmp: _write_png(tmp, shape, dtype, bands))
+        atomic_write(path, lambda tmp: png.write(tmp, shape, dtype, bands))
     else:
         # tifffile takes an iterator of rows and writes the file `iio.imwrite` writes.
         row_iter = (row for band in bands for row in band)
@@ -348,134 +339,3 @@ def _layout_problem(image: np.ndarray, floats: bool = False) -> str | None:
     if image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4)):
         return None
     return f"its shape is {image.shape}, expected HxW or HxWxC with C in 1, 3, 4"
-
-
-def _is_16bit_colour_png(path: Path) -> bool:
-    """Whether a file is a PNG whose IHDR announces 16-bit RGB, RGBA or grey + alpha."""
-    with open(path, "rb") as f:
-        head = f.read(29)
-    if len(head) < 29 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
-        return False
-    bit_depth, colour_type = head[24], head[25]
-    return bit_depth == 16 and colour_type in _PNG_COLOUR_CHANNELS
-
-
-def _read_png_16bit_colour(path: Path) -> np.ndarray:
-    """Decodes a non-interlaced 16-bit colour PNG to HxWxC uint16 (C = 2, 3 or 4)."""
-    data = path.read_bytes()
-    pos, header, idat = len(_PNG_SIGNATURE), None, []
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
-        if zlib.crc32(kind + body) != crc:
-            raise ValueError(f"PNG chunk {kind!r} is corrupt (CRC mismatch)")
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"IEND":
-            break
-        pos += 12 + length
-    else:
-        raise ValueError("PNG ends before its IEND chunk (truncated file)")
-    width, height, _, colour_type, _, _, interlace = header
-    if interlace:
-        raise ValueError("interlaced 16-bit colour PNGs are not supported")
-    channels = _PNG_COLOUR_CHANNELS[colour_type]
-    bytes_per_pixel = 2 * channels
-    raw = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8)
-    if raw.size != height * (1 + width * bytes_per_pixel):
-        raise ValueError("PNG image data does not match the size in its header")
-    rows = raw.reshape(height, 1 + width * bytes_per_pixel)
-    filtered = rows[:, 1:].reshape(height, width, bytes_per_pixel)
-    pixels = _png_unfilter(rows[:, 0], filtered)
-    return pixels.view(">u2").reshape(height, width, channels).astype(np.uint16)
-
-
-def _png_unfilter(filter_types: np.ndarray, filtered: np.ndarray) -> np.ndarray:
-    """Undoes PNG's per-row filters (PNG spec section 9) for HxWxB bytes.
-
-    Every filter predicts a pixel from its left, upper and upper-left neighbours only, so all
-    pixels on one anti-diagonal (row + column constant) can be decoded together: H + W - 1
-    vectorised steps instead of H * W scalar ones.
-    """
-    if filter_types.max(initial=0) > 4:
-        raise ValueError(f"PNG uses unknown row filter {int(filter_types.max())}")
-    height, width, _ = filtered.shape
-    # Decoded pixels with a zero row above and a zero column to the left, as the spec assumes.
-    out = np.zeros((height + 1, width + 1, filtered.shape[2]), np.int32)
-    for diagonal in range(height + width - 1):
-        r = np.arange(max(0, diagonal - width + 1), min(height, diagonal + 1))
-        c = diagonal - r
-        left, up, up_left = out[r + 1, c], out[r, c + 1], out[r, c]
-        estimate = left + up - up_left
-        d_left, d_up, d_up_left = (np.abs(estimate - v) for v in (left, up, up_left))
-        paeth = np.where(
-            (d_left <= d_up) & (d_left <= d_up_left), left, np.where(d_up <= d_up_left, up, up_left)
-        )
-        predictions = np.stack([np.zeros_like(left), left, up, (left + up) // 2, paeth])
-        chosen = predictions[filter_types[r], np.arange(r.size)]
-        out[r + 1, c + 1] = (filtered[r, c] + chosen) & 0xFF
-    return out[1:, 1:].astype(np.uint8)
-
-
-def _write_png(path: Path, shape: tuple[int, ...], dtype: np.dtype,
-               bands: Iterable[np.ndarray]) -> None:
-    """Encodes an 8- or 16-bit grey, RGB or RGBA image given in bands of rows as a PNG.
-
-    Each row takes the filter with the least sum of absolute (signed) filtered bytes, libpng's
-    heuristic, and the rows go through one zlib stream as they come, so only a band and its
-    filtered copy are ever in memory.
-    """
-    height, width = shape[:2]
-    channels = 1 if len(shape) == 2 else shape[2]
-    depth = 8 * np.dtype(dtype).itemsize
-    bpp = channels * depth // 8  # bytes per pixel, the distance of the "left" neighbour
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + body))
-        return struct.pack(">I", len(body)) + kind + body + crc
-
-    header = struct.pack(">IIBBBBB", width, height, depth, _PNG_COLOUR_TYPES[channels], 0, 0, 0)
-    compressor = zlib.compressobj(6)
-    with open(path, "wb") as f:
-        f.write(_PNG_SIGNATURE + chunk(b"IHDR", header))
-        pending, above = [], np.zeros(width * bpp, np.uint8)
-        for band in bands:
-            raw = band.astype(f">u{depth // 8}", copy=False).view(np.uint8)
-            raw = raw.reshape(len(band), width * bpp)
-            for start in range(0, len(raw), _PNG_FILTER_ROWS):
-                rows = raw[start:start + _PNG_FILTER_ROWS]
-                pending.append(compressor.compress(_png_filter(rows, above, bpp).tobytes()))
-                above = rows[-1].copy()  # not a view: the band can go once it is written
-                if sum(map(len, pending)) >= _PNG_CHUNK_BYTES:
-                    f.write(chunk(b"IDAT", b"".join(pending)))
-                    pending = []
-        pending.append(compressor.flush())
-        f.write(chunk(b"IDAT", b"".join(pending)) + chunk(b"IEND", b""))
-
-
-def _png_filter(rows: np.ndarray, above: np.ndarray, bpp: int) -> np.ndarray:
-    """PNG's per-row filters (spec section 9) on (h, n) bytes, the row above the first given.
-
-    Returns:
-      (h, 1 + n) uint8: each row's filter type, then its filtered bytes; of the five filters
-      the one whose bytes, read as signed, have the least sum of magnitudes (ties: the lowest).
-    """
-    x = rows.astype(np.int16)
-    up = np.concatenate([above[None].astype(np.int16), x[:-1]])
-    left, up_left = np.zeros_like(x), np.zeros_like(x)
-    left[:, bpp:], up_left[:, bpp:] = x[:, :-bpp], up[:, :-bpp]
-    p = left + up - up_left
-    d_left, d_up, d_up_left = np.abs(p - left), np.abs(p - up), np.abs(p - up_left)
-    paeth = np.where((d_left <= d_up) & (d_left <= d_up_left), left,
-                     np.where(d_up <= d_up_left, up, up_left))
-    predictions = (0, left, up, (left + up) >> 1, paeth)
-    filtered = np.stack([(x - prediction).astype(np.uint8) for prediction in predictions])
-    cost = np.abs(filtered.view(np.int8).astype(np.int16)).sum(axis=2, dtype=np.int64)  # (5, h)
-    choice = np.argmin(cost, axis=0)
-    out = np.empty((len(rows), 1 + rows.shape[1]), np.uint8)
-    out[:, 0] = choice
-    out[:, 1:] = filtered[choice, np.arange(len(rows))]
-    return out

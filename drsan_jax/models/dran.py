@@ -1,6 +1,6 @@
 """DRAN, the dynamic residual attention network (Park, Soh, Cho, ICPR 2020), DRSAN's predecessor.
 
-As the authors' released TensorFlow code builds it (`docs/BASELINES.md` section 1): one dynamic
+As the authors' released TensorFlow code builds it (`docs/networks/dran.md`): one dynamic
 residual module (DRM) for the whole network, computed from the LR image itself, predicts
 M = K(K+1)/2 path weights per image; each of the K pre-activation residual blocks (DRBs) adds the
 weighted sum of every preceding feature, its own input included:
@@ -27,22 +27,16 @@ import jax
 import jax.numpy as jnp
 
 from drsan_jax.models import layers
-from drsan_jax.models.drsan import ResidualBlock, dynamic_residual, num_paths, path_index
-from drsan_jax.models.family import Family
+from drsan_jax.models.dra import ResidualBlock, dynamic_residual, num_paths, path_index
+from drsan_jax.models.family import SCALES, Family
 from drsan_jax.models.layers import PReLU, masked, pool_mask, upsample_mask
 
 Dtype = Any
-SCALES = (2, 3, 4)
 
 VARIANTS: dict[str, dict[str, int]] = {
     "dran": {"features": 64, "num_blocks": 16, "drm_width": 34},
     "dran-s": {"features": 64, "num_blocks": 8, "drm_width": 9},
 }
-
-
-def _conv(features: int, name: str, module: nn.Module) -> nn.Module:
-    return layers.conv(features, 3, name, init="glorot", dtype=module.dtype,
-                       param_dtype=module.param_dtype, impl=module.conv_impl)
 
 
 class ImageDRM(nn.Module):
@@ -62,11 +56,11 @@ class ImageDRM(nn.Module):
     def __call__(self, lq: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         a = lq
         for i, width in enumerate((self.width, 2 * self.width)):
-            a = _conv(width, f"conv_{i}", self)(a)
+            a = layers.conv(self, width, 3, f"conv_{i}", init="glorot")(a)
             a = nn.max_pool(a, (2, 2), strides=(2, 2), padding="VALID")
             mask = pool_mask(mask)
             a = masked(PReLU(self.param_dtype, name=f"prelu_{i}")(a), mask)
-        a = _conv(self.paths, "conv_2", self)(a)
+        a = layers.conv(self, self.paths, 3, "conv_2", init="glorot")(a)
         return layers.masked_mean(a, mask)  # (B, paths)
 
 
@@ -115,7 +109,7 @@ class DRAN(nn.Module):
                      self.conv_impl, name="DRM")(x, mask)  # (B, 4p)
         r = r[:, :num_paths(self.num_blocks)]
         self.sow("intermediates", "dra_coefficients", r)
-        x0 = masked(_conv(self.features, "head", self)(x), mask)
+        x0 = masked(layers.conv(self, self.features, 3, "head", init="glorot")(x), mask)
         feats = [x0]
         for n in range(1, self.num_blocks + 1):
             t = ResidualBlock(self.features, self.dtype, self.param_dtype, self.conv_impl,
@@ -123,10 +117,12 @@ class DRAN(nn.Module):
             start = path_index(n, 0)
             r_n = jax.lax.slice_in_dim(r, start, start + n, axis=1)  # no gather: exportable
             feats.append(t + dynamic_residual(r_n, feats))
-        y = masked(_conv(self.features, "body_tail", self)(feats[-1]), mask) + x0
+        tail = layers.conv(self, self.features, 3, "body_tail", init="glorot")
+        y = masked(tail(feats[-1]), mask) + x0
         y = layers.Upsampler(self.features, self.scale, "tf", "glorot", self.dtype,
                              self.param_dtype, self.conv_impl, name="upsampler")(y, mask)
-        out = masked(_conv(3, "output", self)(y), upsample_mask(mask, self.scale))
+        out = layers.conv(self, 3, 3, "output", init="glorot")(y)
+        out = masked(out, upsample_mask(mask, self.scale))
         return out.astype(jnp.float32)
 
 

@@ -23,14 +23,15 @@ compile one program per size bucket instead of one per image.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from drsan_jax.models import layers
-from drsan_jax.models.family import Family
+from drsan_jax.models.dra import ResidualBlock, dynamic_residual, num_paths, path_index
+from drsan_jax.models.family import SCALES, Family
 from drsan_jax.models.layers import PReLU, upsample_mask
 from drsan_jax.models.layers import masked as _masked
 
@@ -38,7 +39,6 @@ Dtype = Any
 
 DRM_ACTIVATIONS = ("none", "tanh", "sigmoid")
 RESIDUAL_MODES = ("dynamic", "plain", "ones")
-SCALES = (2, 3, 4)
 
 # Paper section IV-C: variant -> channels c, residual blocks per DRAG N, DRAGs K.
 VARIANTS: dict[str, dict[str, int]] = {
@@ -48,23 +48,6 @@ VARIANTS: dict[str, dict[str, int]] = {
     "48s": {"features": 48, "num_blocks": 3, "num_groups": 4},
     "48m": {"features": 48, "num_blocks": 3, "num_groups": 8},
 }
-
-
-def num_paths(num_blocks: int) -> int:
-    """Number of DRA coefficients M = N(N+1)/2 for a DRAG of `num_blocks` residual blocks."""
-    return num_blocks * (num_blocks + 1) // 2
-
-
-def path_index(n: int, k: int) -> int:
-    """Index of r(n, k), the weight of feature f_k in block n (1 <= n, 0 <= k < n), in r."""
-    return n * (n - 1) // 2 + k
-
-
-def _conv(features: int, kernel: int, name: str, dtype: Dtype, param_dtype: Dtype,
-          impl: str) -> nn.Module:
-    """A 'same' convolution with bias, initialised like the authors' code (Glorot-uniform)."""
-    return layers.conv(features, kernel, name, init="glorot", dtype=dtype,
-                       param_dtype=param_dtype, impl=impl)
 
 
 class DRM(nn.Module):
@@ -83,48 +66,15 @@ class DRM(nn.Module):
 
     @nn.compact
     def __call__(self, f0: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-        h = _conv(self.hidden, 1, "conv_in", self.dtype, self.param_dtype, self.conv_impl)(f0)
+        h = layers.conv(self, self.hidden, 1, "conv_in", init="glorot")(f0)
         h = PReLU(self.param_dtype, name="prelu")(h)
-        h = _conv(num_paths(self.num_blocks), 1, "conv_out", self.dtype, self.param_dtype,
-                  self.conv_impl)(h)
+        h = layers.conv(self, num_paths(self.num_blocks), 1, "conv_out", init="glorot")(h)
         r = layers.masked_mean(h, mask)  # (B, M)
         if self.activation == "tanh":
             r = jnp.tanh(r)
         elif self.activation == "sigmoid":
             r = jax.nn.sigmoid(r)
         return r
-
-
-class ResidualBlock(nn.Module):
-    """Pre-activation residual branch t = conv3x3(PReLU(conv3x3(PReLU(f))))."""
-
-    features: int
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    conv_impl: str = "auto"
-
-    @nn.compact
-    def __call__(self, f: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-        t = PReLU(self.param_dtype, name="prelu1")(f)
-        t = _masked(_conv(self.features, 3, "conv1", self.dtype, self.param_dtype,
-                          self.conv_impl)(t), mask)
-        t = PReLU(self.param_dtype, name="prelu2")(t)
-        return _masked(_conv(self.features, 3, "conv2", self.dtype, self.param_dtype,
-                             self.conv_impl)(t), mask)
-
-
-def dynamic_residual(r_n: jax.Array, features: Sequence[jax.Array]) -> jax.Array:
-    """Dynamic residual attention of block n: d = sum_{k<n} r(n,k) f_k (paper Eq. 6).
-
-    Args:
-      r_n: (B, n) weights r(n, 0..n-1) of one block, per image.
-      features: the n preceding features f_0..f_{n-1} of the DRAG, each (B, H, W, C).
-
-    Returns:
-      (B, H, W, C) weighted sum, one einsum over the stacked features.
-    """
-    stacked = jnp.stack(features, axis=1)  # (B, n, H, W, C)
-    return jnp.einsum("bk,bkhwc->bhwc", r_n.astype(stacked.dtype), stacked)
 
 
 class DRAG(nn.Module):
@@ -171,7 +121,7 @@ class DRAG(nn.Module):
         if not self.use_fusion:
             return feats[-1]
         fused = jnp.concatenate(feats, axis=-1)  # (B, H, W, (N+1)c)
-        fusion = _conv(self.features, 1, "fusion", self.dtype, self.param_dtype, self.conv_impl)
+        fusion = layers.conv(self, self.features, 1, "fusion", init="glorot")
         return _masked(fusion(fused), mask)
 
 
@@ -231,18 +181,17 @@ class DRSAN(nn.Module):
         """
         layers.check_input("DRSAN", lq, mask)
         x = _masked(lq.astype(self.dtype), mask)
-        x0 = _masked(_conv(self.features, 3, "head", self.dtype, self.param_dtype,
-                           self.conv_impl)(x), mask)
+        x0 = _masked(layers.conv(self, self.features, 3, "head", init="glorot")(x), mask)
         x = x0
         for k in range(self.num_groups):
             x = DRAG(self.features, self.num_blocks, self.drm_activation, self.use_rsa,
                      self.residual, self.use_fusion, self.dtype, self.param_dtype,
                      self.conv_impl, name=f"DRAG_{k}")(x, mask)
-        x = _conv(self.features, 3, "body_tail", self.dtype, self.param_dtype, self.conv_impl)(x)
+        x = layers.conv(self, self.features, 3, "body_tail", init="glorot")(x)
         x = _masked(x, mask) + x0
         x = layers.Upsampler(self.features, self.scale, "tf", "glorot", self.dtype,
                              self.param_dtype, self.conv_impl, name="upsampler")(x, mask)
-        y = _masked(_conv(3, 3, "output", self.dtype, self.param_dtype, self.conv_impl)(x),
+        y = _masked(layers.conv(self, 3, 3, "output", init="glorot")(x),
                     upsample_mask(mask, self.scale))
         return y.astype(jnp.float32)
 
@@ -264,10 +213,5 @@ __all__ = [
     "DRM_ACTIVATIONS",
     "FAMILY",
     "RESIDUAL_MODES",
-    "ResidualBlock",
-    "SCALES",
     "VARIANTS",
-    "dynamic_residual",
-    "num_paths",
-    "path_index",
 ]

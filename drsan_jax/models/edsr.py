@@ -1,6 +1,6 @@
 """EDSR and EDSR-baseline (Lim, Son, Kim, Nah, Lee, CVPRW 2017), as the official PyTorch code.
 
-`docs/BASELINES.md` section 2. On [0, 1] inputs (the project's one convention; the authors' code
+`docs/networks/edsr_mdsr.md`. On [0, 1] inputs (the project's one convention; the authors' code
 runs at [0, 255], and converting their weights divides every bias by 255):
 
     x = lq - mean;  h = conv3x3(3->F)(x)
@@ -15,6 +15,7 @@ F = 256, res_scale 0.1. One network per scale.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -22,47 +23,15 @@ import jax
 import jax.numpy as jnp
 
 from drsan_jax.models import layers
-from drsan_jax.models.family import Family
-from drsan_jax.models.layers import masked, upsample_mask
+from drsan_jax.models.family import SCALES, Family
+from drsan_jax.models.layers import ResBlock, masked, mean_shift, upsample_mask
 
 Dtype = Any
-SCALES = (2, 3, 4)
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "edsr-baseline": {"features": 64, "num_blocks": 16, "res_scale": 1.0},
     "edsr": {"features": 256, "num_blocks": 32, "res_scale": 0.1},
 }
-
-
-def torch_conv(module: nn.Module, features: int, kernel: int, name: str, in_features: int,
-               use_bias: bool = True) -> nn.Module:
-    """A 'same' convolution initialised as PyTorch's `nn.Conv2d`, in `module`'s dtypes."""
-    return layers.conv(features, kernel, name, init="torch", dtype=module.dtype,
-                       param_dtype=module.param_dtype, impl=module.conv_impl, use_bias=use_bias,
-                       in_features=in_features)
-
-
-def mean_shift(x: jax.Array, sign: float) -> jax.Array:
-    """Adds sign * the DIV2K RGB mean: the authors' frozen MeanShift layers."""
-    return x + sign * jnp.asarray(layers.DIV2K_RGB_MEAN, x.dtype)
-
-
-class ResBlock(nn.Module):
-    """EDSR's residual block without batch norm: h + res_scale * conv(ReLU(conv(h)))."""
-
-    features: int
-    kernel: int = 3
-    res_scale: float = 1.0
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    conv_impl: str = "auto"
-
-    @nn.compact
-    def __call__(self, h: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-        t = torch_conv(self, self.features, self.kernel, "conv1", self.features)(h)
-        t = masked(nn.relu(t), mask)
-        t = masked(torch_conv(self, self.features, self.kernel, "conv2", self.features)(t), mask)
-        return h + t * self.res_scale if self.res_scale != 1 else h + t
 
 
 class EDSR(nn.Module):
@@ -99,17 +68,18 @@ class EDSR(nn.Module):
     def __call__(self, lq: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         """Super-resolves a batch: (B, H, W, 3) in [0, 1] -> (B, sH, sW, 3) float32."""
         layers.check_input("EDSR", lq, mask)
+        conv = functools.partial(layers.conv, self, init="torch")
         x = masked(mean_shift(lq.astype(self.dtype), -1.0), mask)
-        h = masked(torch_conv(self, self.features, 3, "head", 3)(x), mask)
+        h = masked(conv(self.features, 3, "head", in_features=3)(x), mask)
         res = h
         for b in range(self.num_blocks):
             res = ResBlock(self.features, 3, self.res_scale, self.dtype, self.param_dtype,
                            self.conv_impl, name=f"block_{b}")(res, mask)
-        res = masked(torch_conv(self, self.features, 3, "body_tail", self.features)(res),
+        res = masked(conv(self.features, 3, "body_tail", in_features=self.features)(res),
                      mask) + h
         up = layers.Upsampler(self.features, self.scale, "torch", "torch", self.dtype,
                               self.param_dtype, self.conv_impl, name="upsampler")(res, mask)
-        out = mean_shift(torch_conv(self, 3, 3, "output", self.features)(up), 1.0)
+        out = mean_shift(conv(3, 3, "output", in_features=self.features)(up), 1.0)
         return masked(out, upsample_mask(mask, self.scale)).astype(jnp.float32)
 
 
@@ -122,4 +92,4 @@ FAMILY = Family(
     description="EDSR (Lim et al., CVPRW 2017), official PyTorch code",
 )
 
-__all__ = ["EDSR", "FAMILY", "ResBlock", "VARIANTS", "mean_shift", "torch_conv"]
+__all__ = ["EDSR", "FAMILY", "VARIANTS"]

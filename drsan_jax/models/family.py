@@ -24,6 +24,24 @@ from typing import Any, Mapping
 
 import flax.linen as nn
 
+# The upscaling factors of the zoo; a family serves some or all of them (`Family.scales`).
+SCALES = (2, 3, 4)
+# The top-level name of a single-scale model's scale-dependent layers.
+UPSAMPLER = "upsampler"
+
+
+def branch_name(name: str, scale: int) -> str:
+    """The top-level name of a multi-scale model's layers for one scale: "upsampler_x3"."""
+    return f"{name}_x{scale}"
+
+
+def branch_scale(name: str) -> int | None:
+    """The scale a top-level name's branch serves ("pre_x3" -> 3), or None for shared layers."""
+    for scale in SCALES:
+        if name.endswith(f"_x{scale}"):
+            return scale
+    return None
+
 
 @dataclasses.dataclass(frozen=True)
 class Family:
@@ -48,7 +66,7 @@ class Family:
     size_fields: tuple[str, ...]
     option_fields: tuple[str, ...] = ()
     init: str = "glorot"
-    scales: tuple[int, ...] = (2, 3, 4)
+    scales: tuple[int, ...] = SCALES
     description: str = ""
 
     def model_name(self, variant: str) -> str:
@@ -60,4 +78,4 @@ class Family:
         return ("scale", *self.size_fields, *self.option_fields, "dtype")
 
 
-__all__ = ["Family"]
+__all__ = ["SCALES", "UPSAMPLER", "Family", "branch_name", "branch_scale"]

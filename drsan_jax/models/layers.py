@@ -62,29 +62,28 @@ def initializers(init: str, kernel_size: int, in_features: int | None = None
     return kernel_init, bias_init
 
 
-def conv(features: int, kernel: int, name: str, *, init: str, dtype: Dtype,
-         param_dtype: Dtype, impl: str, use_bias: bool = True,
-         in_features: int | None = None) -> conv_lib.Conv:
-    """A stride-1 'same' convolution with the family's initialisation.
+def conv(module: nn.Module, features: int, kernel: int, name: str, *, init: str,
+         in_features: int | None = None, use_bias: bool = True) -> conv_lib.Conv:
+    """A stride-1 'same' convolution with the family's initialisation, in `module`'s dtypes.
 
-    Its parameters are those of `nn.Conv` (`kernel` (k, k, cin, features), `bias` (features,));
-    `impl` only chooses how the kernel gradient is computed (`drsan_jax.models.conv`).
+    The one convolution factory of every family. Its parameters are those of `nn.Conv`
+    (`kernel` (k, k, cin, features), `bias` (features,)); `module.conv_impl` only chooses how
+    the kernel gradient is computed (`drsan_jax.models.conv`).
 
     Args:
+      module: the module building the convolution; its `dtype` (computation), `param_dtype`
+        and `conv_impl` ("auto", "xla" or "im2col") are used.
       features: output channels.
       kernel: kernel side k.
       name: the parameter scope.
-      init: "glorot" or "torch".
-      dtype: computation dtype.
-      param_dtype: parameter dtype.
-      impl: "auto", "xla" or "im2col".
-      use_bias: add a bias.
+      init: "glorot" (TensorFlow's default) or "torch" (`nn.Conv2d`'s default).
       in_features: input channels, needed for the "torch" bias bound.
+      use_bias: add a bias.
     """
     kernel_init, bias_init = initializers(init, kernel, in_features)
     return conv_lib.Conv(features, (kernel, kernel), use_bias=use_bias, kernel_init=kernel_init,
-                         bias_init=bias_init, dtype=dtype, param_dtype=param_dtype, impl=impl,
-                         name=name)
+                         bias_init=bias_init, dtype=module.dtype,
+                         param_dtype=module.param_dtype, impl=module.conv_impl, name=name)
 
 
 class PReLU(nn.Module):
@@ -171,12 +170,39 @@ class Upsampler(nn.Module):
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         stages = [2, 2] if self.scale == 4 else [self.scale]
         for i, s in enumerate(stages):
-            x = conv(self.features * s * s, 3, f"conv_{i}", init=self.init, dtype=self.dtype,
-                     param_dtype=self.param_dtype, impl=self.conv_impl,
+            x = conv(self, self.features * s * s, 3, f"conv_{i}", init=self.init,
                      in_features=self.features)(x)
             x = depth_to_space(masked(x, mask), s, self.order)
             mask = upsample_mask(mask, s)
         return x
+
+
+def mean_shift(x: jax.Array, sign: float) -> jax.Array:
+    """Adds sign * the DIV2K RGB mean: the authors' frozen MeanShift layers."""
+    return x + sign * jnp.asarray(DIV2K_RGB_MEAN, x.dtype)
+
+
+class ResBlock(nn.Module):
+    """EDSR's residual block without batch norm: h + res_scale * conv(ReLU(conv(h))).
+
+    Used by EDSR and MDSR.
+    """
+
+    features: int
+    kernel: int = 3
+    res_scale: float = 1.0
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    conv_impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, h: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        t = conv(self, self.features, self.kernel, "conv1", init="torch",
+                 in_features=self.features)(h)
+        t = masked(nn.relu(t), mask)
+        t = masked(conv(self, self.features, self.kernel, "conv2", init="torch",
+                        in_features=self.features)(t), mask)
+        return h + t * self.res_scale if self.res_scale != 1 else h + t
 
 
 def check_choice(owner: str, name: str, value: Any, choices: Any) -> None:
@@ -213,6 +239,7 @@ __all__ = [
     "DIV2K_RGB_MEAN",
     "INITS",
     "PReLU",
+    "ResBlock",
     "SHUFFLE_ORDERS",
     "Upsampler",
     "check_choice",
@@ -224,6 +251,7 @@ __all__ = [
     "initializers",
     "masked",
     "masked_mean",
+    "mean_shift",
     "pool_mask",
     "upsample_mask",
 ]

@@ -1,6 +1,6 @@
 """LESRCNN and LESRCNN-S (Tian et al., Knowledge-Based Systems 2020), as the released code.
 
-`docs/BASELINES.md` sections 3 and 5. The authors' PyTorch code (its in-place ReLUs read with
+`docs/networks/lesrcnn.md`. The authors' PyTorch code (its in-place ReLUs read with
 care) computes, on [0, 1] inputs with the frozen DIV2K mean shift:
 
     x = lq - mean;  g = ReLU(conv1(x))                                  conv1: 3x3, 3 -> 64
@@ -14,11 +14,12 @@ weights map one to one. LESRCNN-S (the `lesrcnn_b` code) is the same network wit
 per scale (`upsampler_x2`, `_x3`, `_x4`), the `scale` attribute picking the one that runs.
 
 The paper's complexity table says 516K parameters; the released checkpoints, which produced the
-published scores, have 626,304 at x2 (BASELINES.md explains the gap). This is the released model.
+published scores, have 626,304 at x2 (docs/networks/lesrcnn.md explains the gap). This is the released model.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -26,12 +27,10 @@ import jax
 import jax.numpy as jnp
 
 from drsan_jax.models import layers
-from drsan_jax.models.edsr import mean_shift, torch_conv
-from drsan_jax.models.family import Family
-from drsan_jax.models.layers import masked, upsample_mask
+from drsan_jax.models.family import SCALES, Family, branch_name
+from drsan_jax.models.layers import masked, mean_shift, upsample_mask
 
 Dtype = Any
-SCALES = (2, 3, 4)
 IEEB_STEPS = 8
 IRB_CONVS = 4
 
@@ -69,24 +68,22 @@ class LESRCNN(nn.Module):
         layers.check_model("LESRCNN", self, SCALES, ("features",))
         super().__post_init__()
 
-    def _conv(self, features: int, kernel: int, name: str, in_features: int) -> nn.Module:
-        return torch_conv(self, features, kernel, name, in_features, use_bias=False)
-
     @nn.compact
     def __call__(self, lq: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         """Super-resolves a batch: (B, H, W, 3) in [0, 1] -> (B, sH, sW, 3) float32."""
         layers.check_input("LESRCNN", lq, mask)
         c = self.features
+        conv = functools.partial(layers.conv, self, init="torch", use_bias=False)
         x = masked(mean_shift(lq.astype(self.dtype), -1.0), mask)
-        g = nn.relu(masked(self._conv(c, 3, "conv1", 3)(x), mask))
+        g = nn.relu(masked(conv(c, 3, "conv1", in_features=3)(x), mask))
         h = g
         for i in range(IEEB_STEPS):
-            t = nn.relu(masked(self._conv(c, 3, f"conv{2 + 2 * i}", c)(h), mask))
-            h = nn.relu(h + masked(self._conv(c, 1, f"conv{3 + 2 * i}", c)(t), mask))
+            t = nn.relu(masked(conv(c, 3, f"conv{2 + 2 * i}", in_features=c)(h), mask))
+            h = nn.relu(h + masked(conv(c, 1, f"conv{3 + 2 * i}", in_features=c)(t), mask))
         if self.multi_scale:
             # Initialisation builds every scale's upsampler; a forward pass runs one.
             branches = SCALES if self.is_initializing() else (self.scale,)
-            names = {s: f"upsampler_x{s}" for s in branches}
+            names = {s: branch_name("upsampler", s) for s in branches}
         else:
             branches, names = (self.scale,), {self.scale: "upsampler"}
         up = {s: layers.Upsampler(c, s, "torch", "torch", self.dtype, self.param_dtype,
@@ -94,8 +91,8 @@ class LESRCNN(nn.Module):
         u = {s: nn.relu(up[s](h, mask) + up[s](g, mask)) for s in branches}[self.scale]
         hr_mask = upsample_mask(mask, self.scale)
         for j in range(1, IRB_CONVS + 1):
-            u = nn.relu(masked(self._conv(c, 3, f"conv17_{j}", c)(u), hr_mask))
-        out = mean_shift(self._conv(3, 3, "conv18", c)(u), 1.0)
+            u = nn.relu(masked(conv(c, 3, f"conv17_{j}", in_features=c)(u), hr_mask))
+        out = mean_shift(conv(3, 3, "conv18", in_features=c)(u), 1.0)
         return masked(out, hr_mask).astype(jnp.float32)
 
 

@@ -1,6 +1,6 @@
 """MDSR and MDSR-baseline: EDSR's multi-scale network, one model for x2, x3 and x4.
 
-`docs/BASELINES.md` section 4, as the official PyTorch code builds it:
+`docs/networks/edsr_mdsr.md`, as the official PyTorch code builds it:
 
     x = lq - mean;  h = conv3x3(3->64)(x)                          shared head
     p = pre_x<s>(h): two 5x5 EDSR residual blocks                  per scale
@@ -13,6 +13,7 @@ The `scale` attribute picks the branch that runs; all three branches exist in th
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -20,12 +21,10 @@ import jax
 import jax.numpy as jnp
 
 from drsan_jax.models import layers
-from drsan_jax.models.edsr import ResBlock, mean_shift, torch_conv
-from drsan_jax.models.family import Family
-from drsan_jax.models.layers import masked, upsample_mask
+from drsan_jax.models.family import SCALES, Family, branch_name
+from drsan_jax.models.layers import ResBlock, masked, mean_shift, upsample_mask
 
 Dtype = Any
-SCALES = (2, 3, 4)
 
 VARIANTS: dict[str, dict[str, int]] = {
     "mdsr-baseline": {"features": 64, "num_blocks": 16},
@@ -84,20 +83,21 @@ class MDSR(nn.Module):
         # Initialisation builds every scale's branch; a forward pass runs one.
         branches = SCALES if self.is_initializing() else (self.scale,)
         pre = {s: PreProcess(self.features, self.dtype, self.param_dtype, self.conv_impl,
-                             name=f"pre_x{s}") for s in branches}
+                             name=branch_name("pre", s)) for s in branches}
         upsamplers = {s: layers.Upsampler(self.features, s, "torch", "torch", self.dtype,
                                           self.param_dtype, self.conv_impl,
-                                          name=f"upsampler_x{s}") for s in branches}
+                                          name=branch_name("upsampler", s)) for s in branches}
+        conv = functools.partial(layers.conv, self, init="torch")
         x = masked(mean_shift(lq.astype(self.dtype), -1.0), mask)
-        h = masked(torch_conv(self, self.features, 3, "head", 3)(x), mask)
+        h = masked(conv(self.features, 3, "head", in_features=3)(x), mask)
         p = {s: pre[s](h, mask) for s in branches}[self.scale]
         res = p
         for b in range(self.num_blocks):
             res = ResBlock(self.features, 3, 1.0, self.dtype, self.param_dtype, self.conv_impl,
                            name=f"block_{b}")(res, mask)
-        res = masked(torch_conv(self, self.features, 3, "body_tail", self.features)(res),
+        res = masked(conv(self.features, 3, "body_tail", in_features=self.features)(res),
                      mask) + p
-        output = torch_conv(self, 3, 3, "output", self.features)
+        output = conv(3, 3, "output", in_features=self.features)
         out = {s: output(upsamplers[s](res, mask)) for s in branches}[self.scale]
         out = mean_shift(out, 1.0)
         return masked(out, upsample_mask(mask, self.scale)).astype(jnp.float32)

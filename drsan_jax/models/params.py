@@ -1,4 +1,10 @@
-"""Parameter trees of any model: shapes, counts, per-scale paths, and a fast initialisation."""
+"""Parameter trees of any model: shapes, counts, flat names, per-scale parts, a fast init.
+
+Flat names join a parameter's path with "/" ("DRAG_0/DRM/conv_in/kernel"): the names of the
+compact weights files, of checkpoints' error messages and of the PyTorch importer's tables.
+Which top-level names depend on the scale is the convention of `drsan_jax.models.family`:
+`upsampler` in a single-scale model, and `<name>_x<s>` branches in a multi-scale one.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,26 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
+from drsan_jax.models.family import UPSAMPLER, branch_scale
 from drsan_jax.models.registry import family_of
+
+SEPARATOR = "/"
+
+
+def flatten(params: Any) -> dict[str, Any]:
+    """{"DRAG_0/DRM/conv_in/kernel": leaf, ...} from a nested parameter dict."""
+    return traverse_util.flatten_dict(params, sep=SEPARATOR)
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of `flatten`."""
+    return traverse_util.unflatten_dict(flat, sep=SEPARATOR)
+
+
+def is_scale_dependent(flat_name: str) -> bool:
+    """Whether a flat parameter name lies in a layer whose shape or use depends on the scale."""
+    top = flat_name.split(SEPARATOR, 1)[0]
+    return top == UPSAMPLER or branch_scale(top) is not None
 
 
 def param_shapes(model: nn.Module, in_channels: int = 3) -> Any:
@@ -35,8 +60,7 @@ def scale_path(params: Any, scale: int) -> Any:
     Branches of other scales are the top-level entries named `..._x<t>`, t != scale (the
     convention of `drsan_jax.models.family`); a single-scale model's tree comes back whole.
     """
-    others = {f"_x{t}" for t in (2, 3, 4) if t != scale}
-    return {k: v for k, v in params.items() if not any(k.endswith(o) for o in others)}
+    return {k: v for k, v in params.items() if branch_scale(k) in (None, scale)}
 
 
 def init_params(model: nn.Module, rng: jax.Array, family_init: str | None = None,
@@ -95,4 +119,5 @@ def init_params(model: nn.Module, rng: jax.Array, family_init: str | None = None
     return draw(rng)
 
 
-__all__ = ["count_params", "init_params", "param_shapes", "scale_path"]
+__all__ = ["SEPARATOR", "count_params", "flatten", "init_params", "is_scale_dependent",
+           "param_shapes", "scale_path", "unflatten"]

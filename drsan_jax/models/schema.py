@@ -1,4 +1,4 @@
-"""The model configuration stored with every checkpoint, and the loaded model it rebuilds.
+"""The model configuration stored with every checkpoint, and the model it rebuilds.
 
 A model configuration is a JSON dict that rebuilds the network without any config file:
 
@@ -18,7 +18,6 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from drsan_jax.models.family import Family
 from drsan_jax.models.registry import family_of, get_family
 
 DTYPES = ("float32", "bfloat16")
@@ -118,64 +117,5 @@ def model_name(model_config: dict[str, Any]) -> str:
     return f"{family.name} ({sizes})"
 
 
-@dataclasses.dataclass(frozen=True)
-class InferenceModel:
-    """A network ready to run: `model.apply({"params": params}, lq)`.
-
-    Attributes:
-      model: the module, rebuilt from the model configuration.
-      params: its parameters, on the first local device.
-      scale: the upscaling factor `model` runs at.
-      variant: the published variant name, or None for a custom size.
-      step: the training step of the checkpoint (None if it was saved without one).
-      config: the model configuration (see the module docstring).
-      path: what was loaded (a step folder, a shipped model's file, a weight file).
-      training_config: the training config of the run, for checkpoints written by training.
-      extra: notes saved with the weights (where they were converted from, ...).
-      weights: which weights of a training checkpoint these are: "params" (the trained ones)
-        or "params_ema" (the weight average of a run with `config.ema_decay`).
-    """
-
-    model: nn.Module
-    params: Any
-    scale: int
-    variant: str | None
-    step: int | None
-    config: dict
-    path: str
-    training_config: dict | None = None
-    extra: dict | None = None
-    weights: str = "params"
-
-    @property
-    def family(self) -> Family:
-        """The model's family."""
-        return get_family(self.config["family"])
-
-    @property
-    def name(self) -> str:
-        """The model's name, e.g. "drsan-32s" (see `model_name`)."""
-        return model_name(self.config)
-
-    @property
-    def scales(self) -> tuple[int, ...]:
-        """Every scale the parameters serve (several for a multi-scale model)."""
-        return tuple(self.model.scales)
-
-    def at_scale(self, scale: int | None) -> "InferenceModel":
-        """The same model running at `scale` (None: as it is); a multi-scale model's branch.
-
-        Raises:
-          ValueError: the parameters do not serve that scale.
-        """
-        if scale is None or scale == self.scale:
-            return self
-        if scale not in self.scales:
-            raise ValueError(f"{self.path} is a {self.name} x{self.scale} model; it cannot run "
-                             f"at x{scale} (its scales: {list(self.scales)})")
-        return dataclasses.replace(self, model=self.model.clone(scale=scale), scale=scale,
-                                   config={**self.config, "scale": scale})
-
-
-__all__ = ["DTYPES", "InferenceModel", "build_model_from_config", "config_of", "model_name",
+__all__ = ["DTYPES", "build_model_from_config", "config_of", "model_name",
            "normalize_model_config"]

@@ -7,8 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from drsan_jax.models import conv
-from drsan_jax.models import DRSAN, init_params
+from drsan_jax.models import DRSAN, conv, init_params
 
 
 def reference(x, kernel, bias):

@@ -10,10 +10,16 @@ import numpy as np
 import pytest
 
 from drsan_jax import models
-from drsan_jax.models import drsan
-from drsan_jax.models import DRSAN, build_model, count_params, init_params, param_shapes
+from drsan_jax.models import (
+    DRSAN,
+    build_model,
+    count_params,
+    drsan,
+    init_params,
+    param_shapes,
+)
 
-# DRSAN.md: trainable parameters read from the released checkpoints' index files.
+# docs/networks/drsan.md: trainable parameters read from the released checkpoints' index files.
 GOLDEN_PARAMS = {
     ("32s", 2): 368_427, ("32s", 3): 414_667, ("32s", 4): 405_419,
     ("32m", 2): 688_851, ("32m", 3): 735_091, ("32m", 4): 725_843,
@@ -92,7 +98,7 @@ def test_dynamic_residual_einsum_equals_loop():
 
 
 def drag_reference(params, f0, num_blocks):
-    """The DRAG written out by hand from DRSAN.md with plain loops, for comparison."""
+    """The DRAG written out by hand from docs/networks/drsan.md with plain loops, for comparison."""
 
     def conv(p, x):
         return jax.lax.conv_general_dilated(

@@ -2,7 +2,11 @@
 
 import pytest
 
-from drsan_jax.models import build_model, build_model_from_config, normalize_model_config
+from drsan_jax.models import (
+    build_model,
+    build_model_from_config,
+    normalize_model_config,
+)
 
 
 def test_model_configuration_is_completed_from_the_variant():

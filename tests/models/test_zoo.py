@@ -1,4 +1,4 @@
-"""Every family against BASELINES.md and DRSAN.md: exact parameter counts, multiply-adds,
+"""Every family against docs/networks/*.md: exact parameter counts, multiply-adds,
 output shapes, masking, initialisation, and the registry's errors."""
 
 import math
@@ -19,7 +19,7 @@ from drsan_jax.models import (
     scale_path,
 )
 
-# BASELINES.md "Summary for implementers" and DRSAN.md: trainable parameters per scale path
+# docs/networks/*.md: trainable parameters per scale path
 # (x2, x3, x4), and the whole model for the multi-scale ones.
 GOLDEN_PATH_PARAMS = {
     "drsan-32s": (368_427, 414_667, 405_419),
@@ -37,7 +37,7 @@ GOLDEN_PATH_PARAMS = {
     "lesrcnn-s": (626_304, 810_944, 774_016),
 }
 GOLDEN_WHOLE_MODEL = {"mdsr-baseline": 3_227_203, "mdsr": 7_953_987, "lesrcnn-s": 1_254_080}
-# Published (DRAN README/poster, DRSAN intro) and BASELINES.md-computed 720p GMACs.
+# Published (DRAN README/poster, DRSAN intro) and docs/networks/*.md-computed 720p GMACs.
 GOLDEN_GMACS = {
     ("dran", 2): 318.9, ("dran", 3): 161.5, ("dran", 4): 114.9,
     ("dran-s", 2): 180.6, ("dran-s", 3): 100.0, ("dran-s", 4): 80.3,

@@ -1,0 +1,50 @@
+"""Runs notebooks/explore_drsan.ipynb top to bottom, as a reader would, in a fresh kernel."""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "explore_drsan.ipynb"
+
+
+def test_notebook_is_stored_without_outputs():
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
+
+
+def _run(shared_data, monkeypatch, checkpoint):
+    if checkpoint is None:
+        monkeypatch.delenv("DRSAN_CHECKPOINT", raising=False)
+    else:
+        monkeypatch.setenv("DRSAN_CHECKPOINT", checkpoint)
+    monkeypatch.setenv("DRSAN_DATA_DIR", str(shared_data))
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    client = NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+    client.execute()
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code"
+               for output in cell.outputs]
+    figures = [output for output in outputs if "image/png" in output.get("data", {})]
+    return figures, "".join(output.get("text", "") for output in outputs)
+
+
+@pytest.mark.slow
+def test_notebook_runs_and_draws_every_figure(shared_data, monkeypatch):
+    # Without DRSAN_CHECKPOINT the notebook looks at the shipped 32s-x2.
+    figures, _ = _run(shared_data, monkeypatch, None)
+    assert len(figures) == 5
+
+
+@pytest.mark.slow
+def test_notebook_takes_a_model_of_another_family(shared_data, monkeypatch):
+    # LESRCNN from its authors' released weights: the comparison figure, and a note in place of
+    # the DRA and RSA sections, which it has nothing for.
+    lesrcnn = shared_data / "weights" / "lesrcnn" / "lesrcnn_x2.pth"
+    figures, text = _run(shared_data, monkeypatch, str(lesrcnn))
+    assert len(figures) == 1
+    assert "lesrcnn has no dynamic residual module" in text
+    assert "lesrcnn has no residual self-attention" in text
