@@ -45,11 +45,26 @@ import textwrap
 import time
 from pathlib import Path
 
+# Importing JAX and drsan_jax starts no backend: `runtime.configure()` in `main` still sets the
+# CPU device count and the compilation cache before anything touches a device.
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
+
+from drsan_jax import data, evaluation, inference, runtime, training
+from drsan_jax.models import build_model, conv, init_params
+from drsan_jax.training import parallel
+
 REPO = Path(__file__).resolve().parents[1]
 TORCH_PEER = REPO.parent / "shared" / "bench" / "torch_drsan.py"
 INFER_SIZES = ((120, 80), (240, 160), (320, 180), (512, 384))  # LR (W, H)
 EVAL_DATASETS = ("Set5", "Set14", "B100")
 SECTIONS = ("train", "infer", "eval", "data", "startup", "torch")
+# --smoke: a tiny DRSAN on tiny inputs, every section's code run once in seconds (for the tests;
+# its numbers mean nothing).
+SMOKE_MODEL = {"features": 8, "num_blocks": 1, "num_groups": 1}
+SMOKE_SIZES = ((24, 16),)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -76,7 +91,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--torch_compile", action="store_true", help="also time torch.compile")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object on stdout (the table goes to stderr)")
+    p.add_argument("--smoke", action="store_true",
+                   help="a check that the script runs, in seconds: a tiny DRSAN (features 8, "
+                        "1 block, 1 group), batch 2 of 8x8 patches, one warm-up and one timed "
+                        "step, one 24x16 inference size, a small matmul peak; combine with "
+                        "--sections train,infer (eval and data read the real data sets)")
     args = p.parse_args(argv)
+    args.model_options = {}
+    args.infer_sizes = INFER_SIZES
+    args.peak_n, args.peak_repeats = 2048, 5
+    if args.smoke:
+        args.model_options = dict(SMOKE_MODEL)
+        args.batch, args.patch, args.warmup, args.iters, args.infer_iters = 2, 8, 1, 1, 1
+        args.infer_sizes = SMOKE_SIZES
+        args.peak_n, args.peak_repeats = 256, 1
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(args.sections) - set(SECTIONS))
     if unknown:
@@ -112,12 +140,6 @@ def default_config():
 
 def measure_peak_gflops(n: int = 2048, repeats: int = 5) -> dict:
     """Best GFLOP/s of float32 n x n matmuls: one device, and one matmul per device at once."""
-    import jax
-    import jax.numpy as jnp
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    from drsan_jax import parallel
-
     results = {}
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     mm = jax.jit(lambda a: a @ a)
@@ -136,10 +158,6 @@ def measure_peak_gflops(n: int = 2048, repeats: int = 5) -> dict:
 
 
 def bench_train(args, model, params, out: dict) -> None:
-    import numpy as np
-
-    from drsan_jax import parallel, training
-
     config = default_config()
     tx = training.create_optimizer(config)
     mesh = parallel.make_mesh()
@@ -183,7 +201,7 @@ def bench_train(args, model, params, out: dict) -> None:
         train_gflop_per_step=flops / 1e9,
         train_gflops=flops / median / 1e9,
     )
-    peak = measure_peak_gflops()
+    peak = measure_peak_gflops(args.peak_n, args.peak_repeats)
     out["peak_gflops"] = peak["peak"]
     out["peak_gflops_detail"] = peak
     out["train_fraction_of_peak"] = out["train_gflops"] / peak["peak"]
@@ -200,12 +218,6 @@ def bench_infer(args, model, params, out: dict) -> None:
     one-device time where it does not split), and the largest difference from the one-device
     output is recorded beside it.
     """
-    import jax
-    import jax.numpy as jnp
-    from jax.sharding import AxisType, NamedSharding, PartitionSpec
-
-    from drsan_jax import inference
-
     forward = jax.jit(lambda p, x: model.apply({"params": p}, x))
     keys = ("infer_median_s", "infer_cpu_s", "infer_compile_s", "infer_one_device_median_s",
             "infer_one_device_cpu_s", "infer_rows_split")
@@ -219,7 +231,7 @@ def bench_infer(args, model, params, out: dict) -> None:
         split_params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
         out["infer_rows_split_max_abs_diff"] = {}
     out["infer_load_before"] = load()
-    for w, h in INFER_SIZES:
+    for w, h in args.infer_sizes:
         key = f"{w}x{h}"
         x = jax.device_put(jax.random.uniform(jax.random.key(1), (1, h, w, 3)))
         t = time.perf_counter()
@@ -243,8 +255,6 @@ def bench_infer(args, model, params, out: dict) -> None:
 
 
 def bench_eval(args, model, params, out: dict) -> None:
-    from drsan_jax import evaluation, inference
-
     data_dir = Path(args.data_dir) / "benchmark"
     if not data_dir.is_dir():
         out["eval_note"] = f"skipped: no benchmark data at {data_dir}"
@@ -261,8 +271,6 @@ def bench_eval(args, model, params, out: dict) -> None:
 
 
 def bench_data(args, out: dict) -> None:
-    from drsan_jax import data
-
     source = Path(args.data_dir) / "train" / "T91"
     if not source.is_dir():
         out["data_note"] = f"skipped: no training images at {source}"
@@ -295,11 +303,12 @@ _STARTUP_CHILD = textwrap.dedent("""
     from drsan_jax import runtime
     runtime.configure(batch_size={batch})
     import jax, numpy as np
-    from drsan_jax import parallel, training
+    from drsan_jax.training import parallel
+    from drsan_jax import training
     from drsan_jax.models import build_model, init_params
     import optax
     t1 = time.perf_counter()
-    model = build_model({variant!r}, {scale}, conv_impl={conv_impl!r})
+    model = build_model({variant!r}, {scale}, conv_impl={conv_impl!r}, **{options!r})
     params = init_params(model, jax.random.key(0))
     jax.block_until_ready(params)
     t2 = time.perf_counter()
@@ -319,7 +328,8 @@ _STARTUP_CHILD = textwrap.dedent("""
 
 def bench_startup(args, out: dict) -> None:
     code = _STARTUP_CHILD.format(batch=args.batch, variant=args.variant, scale=args.scale,
-                                 conv_impl=args.conv_impl, patch=args.patch,
+                                 conv_impl=args.conv_impl, options=args.model_options,
+                                 patch=args.patch,
                                  hr=args.patch * args.scale)
     cache = tempfile.mkdtemp(prefix="drsan_bench_cache_")
     env = dict(os.environ, DRSAN_JAX_CACHE_DIR=cache)
@@ -419,15 +429,13 @@ def bench_torch(args, out: dict) -> None:
                              f"{'found' if TORCH_PEER.exists() else 'missing'}, python with "
                              f"torch {'found' if python else 'not found'} (--torch_python)")
         return
-    from drsan_jax import runtime
-
     threads = args.torch_threads or runtime.usable_cores()
     modes = ["eager", "compile"] if args.torch_compile else ["eager"]
     for mode in modes:
         payload = dict(peer=str(TORCH_PEER), variant=args.variant, scale=args.scale,
                        batch=args.batch, patch=args.patch, threads=threads,
                        compile=mode == "compile", warmup=args.warmup, iters=args.iters,
-                       infer_iters=args.infer_iters, sizes=INFER_SIZES)
+                       infer_iters=args.infer_iters, sizes=args.infer_sizes)
         proc = subprocess.run([python, "-c", _TORCH_CHILD, json.dumps(payload)],
                               capture_output=True, text=True)
         if proc.returncode:
@@ -518,23 +526,17 @@ def table(out: dict) -> str:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    sys.path.insert(0, str(REPO))
-    from drsan_jax import runtime
-
+    # First, before anything touches a device: the CPU device count and the compilation cache.
     settings = runtime.configure(batch_size=args.batch, cpu_devices=args.cpu_devices)
-    import jax
-
-    from drsan_jax import conv
-    from drsan_jax.models import build_model, init_params
-
     out = {
         "variant": args.variant, "scale": args.scale, "batch": args.batch, "patch": args.patch,
         "device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
         "devices": jax.device_count(), "conv_impl": conv.resolve_impl(args.conv_impl),
         "runtime": settings.__dict__, "jax": jax.__version__, "load_start": load(),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "model_options": args.model_options,
     }
-    model = build_model(args.variant, args.scale, conv_impl=args.conv_impl)
+    model = build_model(args.variant, args.scale, conv_impl=args.conv_impl, **args.model_options)
     params = init_params(model, jax.random.key(0))
     if "train" in args.sections:
         bench_train(args, model, params, out)

@@ -29,9 +29,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
+# Importing JAX and drsan_jax starts no backend: `runtime.configure()` in `main` still makes the
+# CPU devices first. onnxruntime is imported in `main`, so that --help works without it.
+from drsan_jax import export, models, runtime
+from drsan_jax.inference import Predictor
+from drsan_jax.weights import loading, shipped
+from drsan_jax.weights.loaded import InferenceModel
+
 SIZES = ((120, 80), (320, 180), (512, 384), (1280, 720))  # LR (W, H)
+# --smoke: a DRSAN-32s cut down to this (random weights), one tiny size, one repeat.
+SMOKE_MODEL = {"features": 8, "num_blocks": 1, "num_groups": 1}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -42,7 +52,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sizes", default=",".join(f"{w}x{h}" for w, h in SIZES),
                    help="comma-separated LR WxH")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per size (after warm-up)")
-    return p.parse_args(argv)
+    p.add_argument("--smoke", action="store_true",
+                   help="a check that the script runs, in seconds: a tiny DRSAN (32s with "
+                        "features 8, 1 block, 1 group; random weights) instead of --models, "
+                        "one 24x16 image, one repeat")
+    args = p.parse_args(argv)
+    args.model_options = {}
+    if args.smoke:
+        args.models, args.sizes, args.repeats = "32s", "24x16", 1
+        args.model_options = dict(SMOKE_MODEL)
+    return args
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -54,40 +73,33 @@ def median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def load_model(variant: str, scale: int):
-    """The shipped weights when they exist, else random ones (same cost per image)."""
-    import jax
+def load_model(variant: str, scale: int, options: dict | None = None):
+    """The shipped weights when they exist, else random ones (same cost per image).
 
-    from drsan_jax import loading, models, pretrained
-
+    `options` (build_model overrides) always means random weights.
+    """
     name = f"{variant}-x{scale}"
-    if pretrained.is_model_name(name) and name in pretrained.available():
+    if not options and shipped.is_model_name(name) and name in shipped.available():
         return loading.load_model(name), "shipped"
-    model = models.build_model(variant, scale)
+    model = models.build_model(variant, scale, **(options or {}))
     params = models.init_params(model, jax.random.key(0))
     config = models.config_of(model)
-    return models.InferenceModel(model=model, params=params, scale=scale,
-                                 variant=config["variant"], step=None, config=config,
-                                 path="random init"), "random"
+    return InferenceModel(model=model, params=params, scale=scale,
+                          variant=config["variant"], step=None, config=config,
+                          path="random init"), "random"
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from drsan_jax import runtime
-
-    runtime.configure()  # one CPU device per core, as `python -m drsan_jax.upscale` runs
-    import jax
+    runtime.configure()  # first: one CPU device per core, as `python -m drsan_jax.upscale` runs
     import onnxruntime as ort
-
-    from drsan_jax import export
-    from drsan_jax.inference import Predictor
 
     sizes = [tuple(int(n) for n in s.split("x")) for s in args.sizes.split(",")]
     print(f"jax {jax.__version__} on {jax.device_count()} {jax.default_backend()} device(s), "
           f"onnxruntime {ort.__version__}, {os.cpu_count()} CPUs", flush=True)
     rng = np.random.default_rng(0)
     for variant in args.models.split(","):
-        inference_model, weights = load_model(variant, args.scale)
+        inference_model, weights = load_model(variant, args.scale, args.model_options)
         with tempfile.TemporaryDirectory() as folder:
             files = {
                 "onnx fp32": Path(folder) / "m32.onnx",

@@ -24,19 +24,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from drsan_jax import checkpoints, events, files, summary  # noqa: E402
-from drsan_jax.models import count_params, param_shapes, scale_path  # noqa: E402
+from drsan_jax import events, files, summary
+from drsan_jax.models import count_params, param_shapes, scale_path
+from drsan_jax.weights import checkpoints
 
 EVAL_FILE = "eval.json"
 SETS = ("Set5", "Set14", "B100")
@@ -55,22 +53,22 @@ def load_run(workdir: Path) -> dict:
         raise ValueError(f"{scores_file} scores step {scores.get('step')}, but the latest "
                          f"checkpoint of {workdir} is step {latest.step}; rerun eval.py")
     params = count_params(scale_path(param_shapes(latest.model), latest.scale))
-    curves = events.read_scalars(workdir, ["val/Set5/psnr", "train/steps_per_sec",
-                                           "train/loss"])
-    rate = curves["train/steps_per_sec"]
+    curves = events.read_scalars(workdir, [events.val_tag("Set5"), events.TRAIN_STEPS_PER_SEC,
+                                           events.TRAIN_LOSS])
+    rate = curves[events.TRAIN_STEPS_PER_SEC]
     # Seconds spent training up to each logged step: each window of steps at its logged rate.
     steps = np.concatenate([[0.0], rate[:, 0]])
     seconds = np.concatenate([[0.0], np.cumsum(np.diff(steps) / rate[:, 2])])
-    val = curves["val/Set5/psnr"]
+    val = curves[events.val_tag("Set5")]
     return {
         "workdir": str(workdir), "name": latest.name, "scale": latest.scale, "step": latest.step,
         "weights": latest.weights, "params": params, "macs": summary.conv_macs(latest.model),
         "scores": {name: scores["datasets"][name] for name in SETS if name in scores["datasets"]},
         "curve_steps": val[:, 0].tolist(), "curve_psnr": val[:, 2].tolist(),
         "curve_seconds": np.interp(val[:, 0], steps, seconds).tolist(),
-        "loss_steps": curves["train/loss"][:, 0].tolist(),
-        "loss": curves["train/loss"][:, 2].tolist(),
-        "loss_seconds": np.interp(curves["train/loss"][:, 0], steps, seconds).tolist(),
+        "loss_steps": curves[events.TRAIN_LOSS][:, 0].tolist(),
+        "loss": curves[events.TRAIN_LOSS][:, 2].tolist(),
+        "loss_seconds": np.interp(curves[events.TRAIN_LOSS][:, 0], steps, seconds).tolist(),
         "config": latest.training_config,
     }
 

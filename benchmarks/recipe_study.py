@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from drsan_jax import checkpoints, evaluation, events, files, loading  # noqa: E402
+from drsan_jax import evaluation, events, files
+from drsan_jax.weights import checkpoints, loading
 
 DATASETS = ("Set5", "Set14")
 COLUMNS = (500, 1000, 1500, 2000)  # the steps the table shows
@@ -73,19 +71,19 @@ def study_run(workdir: Path, data_dir: str, datasets: tuple[str, ...] = DATASETS
     """One or two rows (validated weights, and the trained ones of an EMA run) for a workdir."""
     latest = checkpoints.load(workdir)
     config = latest.training_config
-    curves = events.read_scalars(workdir, [f"val/{d}/psnr" for d in datasets]
-                                 + ["train/steps_per_sec"])
-    missing = [d for d in datasets if f"val/{d}/psnr" not in curves]
+    curves = events.read_scalars(workdir, [events.val_tag(d) for d in datasets]
+                                 + [events.TRAIN_STEPS_PER_SEC])
+    missing = [d for d in datasets if events.val_tag(d) not in curves]
     if missing:
         raise ValueError(f"{workdir}: no validation curve for {', '.join(missing)}; expected "
                          f"runs validated on --config.val_datasets={','.join(datasets)}")
-    rate = curves["train/steps_per_sec"][:, 2]
+    rate = curves[events.TRAIN_STEPS_PER_SEC][:, 2]
     base = {"run": workdir.name, "recipe": describe(config), "steps": latest.step,
             "target_steps": config["num_train_steps"],
             "seconds_per_step": float(np.median(1.0 / rate)) if len(rate) else None}
     ema = config.get("ema_decay")
     rows = [{**base, "weights": f"EMA {ema:g}" if ema else "trained",
-             "psnr": {d: {int(s): float(v) for s, _, v in curves[f"val/{d}/psnr"]}
+             "psnr": {d: {int(s): float(v) for s, _, v in curves[events.val_tag(d)]}
                       for d in datasets}}]
     if ema:
         kept = sorted(int(p.name) for p in (workdir / checkpoints.CHECKPOINTS_SUBDIR).iterdir()

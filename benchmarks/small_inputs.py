@@ -11,7 +11,7 @@ against the reference, and the worst relative change of the mean brightness. A s
 trustworthy when the median PSNR is at least 35 dB and no crop's brightness moves by more than
 1%, at that side and every larger one measured; the smallest such side is printed last.
 
-The "mirrored" columns are what `Upscaler.upscale` does below `tiling.MIN_SIDE`: the crop
+The "mirrored" columns are what `Upscaler.upscale` does below `shapes.MIN_SIDE`: the crop
 padded by reflection (np.pad "symmetric") to that side, upscaled, and the result cropped back.
 Prints numbers; asserts nothing.
 """
@@ -23,7 +23,7 @@ import numpy as np
 
 from drsan_jax import api, runtime
 from drsan_jax.data import list_images, quantize, read_image, to_model_input
-from drsan_jax.tiling import MIN_SIDE
+from drsan_jax.upscaling.shapes import MIN_SIDE
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SIDES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48)
@@ -43,14 +43,17 @@ def mirrored(crop: np.ndarray, side: int) -> tuple[np.ndarray, tuple[int, int]]:
     return np.pad(crop, [*pads, (0, 0)], mode="symmetric"), (pads[0][0], pads[1][0])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="32s-x2,32s-x3,32s-x4",
                         help="comma-separated, anything drsan_jax.load accepts")
     parser.add_argument("--benchmark", type=Path, default=DATA / "benchmark")
     parser.add_argument("--sets", default="Set5,Set14")
-    args = parser.parse_args()
-    runtime.configure()
+    parser.add_argument("--sides", default=",".join(map(str, SIDES)),
+                        help="comma-separated crop sides n (a few small ones: a quick check)")
+    args = parser.parse_args(argv)
+    sides = tuple(int(n) for n in args.sides.split(","))
+    runtime.configure()  # first, before anything touches a device
     for name in args.models.split(","):
         model = api.load(name)
         s = model.scale
@@ -65,7 +68,7 @@ def main() -> None:
               f"{'mirrored to ' + str(MIN_SIDE) + ': median dB':>26s} {'worst dB':>8s} "
               f"{'brightness':>10s}")
         ok = {}
-        for n in SIDES:
+        for n in sides:
             rows = {"alone": [], "mirrored": []}
             for image, whole in zip(images, wholes):
                 h, w = image.shape[:2]
@@ -87,9 +90,9 @@ def main() -> None:
                 if key == "alone":
                     ok[n] = np.median(db) >= PSNR_DB and np.abs(bright).max() <= BRIGHTNESS
             print(f"{n:4d}  {cells[0]}  {'':10s}{cells[1]}", flush=True)
-        trusted = [n for n in SIDES if all(ok[m] for m in SIDES if m >= n)]
+        trusted = [n for n in sides if all(ok[m] for m in sides if m >= n)]
         print(f"smallest trustworthy side alone (median >= {PSNR_DB:.0f} dB, brightness within "
-              f"{BRIGHTNESS:.0%}): {trusted[0] if trusted else f'above {SIDES[-1]}'}")
+              f"{BRIGHTNESS:.0%}): {trusted[0] if trusted else f'above {sides[-1]}'}")
 
 
 if __name__ == "__main__":

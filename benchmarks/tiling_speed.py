@@ -25,7 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from drsan_jax import runtime
+# Importing drsan_jax starts no backend: `runtime.configure()` in `main` still comes first.
+from drsan_jax import api, inference, runtime
+from drsan_jax.data import imresize, read_image
+from drsan_jax.upscaling import tiling
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -49,10 +52,7 @@ def main() -> None:
                         help="time the tiled picture both ways, alternating with the others")
     parser.add_argument("--photo", type=Path, default=DATA / "benchmark/HR/B100/108005.png")
     args = parser.parse_args()
-    runtime.configure()
-
-    from drsan_jax import api, inference, tiling
-    from drsan_jax.data import imresize, read_image
+    runtime.configure()  # first, before anything touches a device
 
     print(f"load average before: {os.getloadavg()}")
     model = api.load(args.ckpt)

@@ -45,13 +45,16 @@ With `--work_dir` the exchanged files stay and the run is resumable: a finished 
 redone, and a training run restarts from its last checkpoint (every `--checkpoint_every`
 steps; resuming reproduces the uninterrupted run). Without it a temporary folder is used and
 removed. The JSON report (`--output`) holds every number printed, every per-step loss and the
-machine's state. The test suite checks the weight mapping (tests/test_torch_equivalence.py);
-the comparison itself needs torch and is recorded in benchmarks/README.md, not asserted.
+machine's state. The test suite checks the weight mapping
+(tests/benchmarks/test_torch_equivalence.py) and that the script starts
+(tests/benchmarks/test_scripts_smoke.py); the comparison itself needs torch and is recorded in
+benchmarks/README.md, not asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -64,7 +67,18 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import flax
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+from flax import traverse_util
+
+# Importing JAX and drsan_jax starts no backend: `runtime.configure()` in `main` still sets the
+# CPU device count first.
+from drsan_jax import data, evaluation, runtime, training
+from drsan_jax.models import build_model_from_config, conv, init_params, param_shapes
+from drsan_jax.training import parallel
 
 REPO = Path(__file__).resolve().parents[1]
 TORCH_PEER = REPO.parent / "shared" / "bench" / "torch_drsan.py"
@@ -444,10 +458,6 @@ def recording_optimizer():
     With it, `training.train_step` leaves the parameters as they are and hands back, in
     `state.opt_state`, exactly the gradient it computed.
     """
-    import jax
-    import jax.numpy as jnp
-    import optax
-
     def init(params):
         return jax.tree.map(jnp.zeros_like, params)
 
@@ -460,33 +470,22 @@ def recording_optimizer():
 
 def flat(tree) -> dict[str, np.ndarray]:
     """A parameter tree, fetched to the host, as {"a/b/kernel": NumPy array}."""
-    import jax
-    from flax import traverse_util
-
     return {k: np.asarray(v) for k, v in
             traverse_util.flatten_dict(jax.device_get(tree), sep="/").items()}
 
 
 def flat_shapes(tree) -> dict[str, Any]:
     """A parameter tree (of arrays or shapes) as {"a/b/kernel": leaf}."""
-    from flax import traverse_util
-
     return traverse_util.flatten_dict(tree, sep="/")
 
 
 def unflat(flat_params: dict[str, np.ndarray]):
-    from flax import traverse_util
-
     return traverse_util.unflatten_dict(flat_params, sep="/")
 
 
 def run_jax(name: str, model, params0, tx, batch_of: Callable[[int], dict], mesh, args,
             work: Path) -> dict[str, Any]:
     """`args.steps` project train steps, resumable; per-step losses and parameter snapshots."""
-    import jax
-
-    from drsan_jax import parallel, training
-
     final = work / f"{name}.npz"
     if final.exists():
         with np.load(final) as f:
@@ -581,6 +580,15 @@ def machine_state() -> dict[str, Any]:
 
 # --- Main ------------------------------------------------------------------------------------
 
+def _bench_script():
+    """benchmarks/bench.py (a script beside this one, not a package module), for its torch
+    finder and configs/default.py."""
+    spec = importlib.util.spec_from_file_location("bench", REPO / "benchmarks" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--variant", default="32s")
@@ -617,10 +625,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict[str, Any]:
     args = parse_args(argv)
-    sys.path.insert(0, str(REPO))
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import bench
-
+    bench = _bench_script()
     args.torch_python = bench.find_torch_python(args.torch_python)
     if args.torch_python is None or not TORCH_PEER.exists():
         raise SystemExit(f"needs {TORCH_PEER} and a Python with torch (--torch_python)")
@@ -629,16 +634,9 @@ def main(argv=None) -> dict[str, Any]:
     config.scale = args.scale
     config.seed = args.seed
 
-    from drsan_jax import runtime
-
+    # Before anything touches a device: the CPU device count for the train batch.
     settings = runtime.configure(batch_size=config.batch_size)
     args.torch_threads = args.torch_threads or runtime.usable_cores()
-    import flax
-    import jax
-    import optax
-
-    from drsan_jax import data, evaluation, parallel, training
-    from drsan_jax.models import build_model_from_config, conv, init_params, param_shapes
 
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="drsan_eq_"))
     work.mkdir(parents=True, exist_ok=True)

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import jax
 
-from drsan_jax import api, tiling
-from drsan_jax.checkpoints import save_params_for_inference
+from drsan_jax import api, device_memory
 from drsan_jax.data.image_io import read_image, write_image
 from drsan_jax.data.resize import imresize
-from drsan_jax.inference import bucket_shape
 from drsan_jax.models import build_model, init_params
+from drsan_jax.upscaling.shapes import bucket_shape
+from drsan_jax.weights.checkpoints import save_params_for_inference
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -59,7 +59,7 @@ def main() -> None:
         count = upscaler.tile_count(height, width, tile)
         per_call = upscaler._tile_batch(tile) if hasattr(upscaler, "_tile_batch") else 1
         side = tile if tile is not None else max(height, width)
-        scratch = tiling.bytes_per_pixel(model) * math.prod(bucket_shape(side, side))
+        scratch = device_memory.bytes_per_pixel(model) * math.prod(bucket_shape(side, side))
         print(f"load average before: {os.getloadavg()}")
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "drsan_jax.upscale", str(photo), "--ckpt",
