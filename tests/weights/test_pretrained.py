@@ -39,9 +39,9 @@ def source(tmp_path_factory):
     A trained network, as exports are: an untrained one with random weights amplifies the
     float16 rounding of its weights to the size of its output, which `verify_export` refuses.
     """
-    shipped = loading.load_shipped("32s-x2").params
+    trained = loading.load_shipped("32s-x2").params
     params = jax.tree.map(lambda p, r: np.asarray(p) + 0.01 * (np.asarray(r) - np.asarray(p)),
-                          shipped, random_params(build_model("32s", scale=2)))
+                          trained, random_params(build_model("32s", scale=2)))
     path = checkpoints.save_params_for_inference(
         tmp_path_factory.mktemp("src") / "ckpt", {"variant": "32s", "scale": 2}, params, step=9)
     return path, params
@@ -156,7 +156,8 @@ def test_maintainers_export_into_the_package(source, tmp_path, monkeypatch, caps
     path, _ = source
     package = tmp_path / "pretrained"
     shutil.copytree(shipped.PRETRAINED_DIR, package)
-    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", package)
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", package)  # where --into_package writes
+    monkeypatch.setattr(shipped, "PRETRAINED_DIR", package)  # what the loader reads
     before = shipped.read_manifest()["models"]
     argv = ["export", "--ckpt", str(path), "--name", "32s-x2", "--into_package", "--data", "toy"]
     assert pretrained.main(argv) == 2
@@ -183,15 +184,15 @@ def test_record_eval_copies_eval_results_and_storage_cost(source, tmp_path):
                 "checkpoint": checkpoint,
                 "datasets": {"Set5": {"psnr": psnr, "ssim": 0.9, "num_images": 5}}}
 
-    shipped = tmp_path / "shipped.json"
-    shipped.write_text(json.dumps({"protocol": "both", "results": {
+    results = tmp_path / "shipped.json"
+    results.write_text(json.dumps({"protocol": "both", "results": {
         "drsan": run("32s-x2 (x)", "drsan", False, 35.0),
         "matlab": run("32s-x2 (x)", "matlab", False, 34.9)}}))
     reference = tmp_path / "reference.json"
     reference.write_text(json.dumps(run("/runs/a/1", "drsan", False, 35.00004)))
     with pytest.raises(shipped.PretrainedError, match="evaluates /runs/a/1, not 32s-x2"):
         pretrained.record_eval("32s-x2", [reference], directory=tmp_path)
-    pretrained.record_eval("32s-x2", [shipped], directory=tmp_path)
+    pretrained.record_eval("32s-x2", [results], directory=tmp_path)
     pretrained.record_eval("32s-x2", [reference], reference=True, directory=tmp_path)
     entry = shipped.read_manifest(tmp_path)["models"]["32s-x2"]
     assert entry["evaluation"]["drsan"]["plain"]["Set5"]["psnr"] == 35.0
