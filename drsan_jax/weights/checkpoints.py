@@ -42,7 +42,7 @@ from drsan_jax.models import (
     normalize_model_config,
     param_shapes,
 )
-from drsan_jax.weights.loaded import InferenceModel, WeightsError, shape_mismatch
+from drsan_jax.weights.loaded import InferenceModel, WeightsError, check_values, shape_mismatch
 
 CHECKPOINTS_SUBDIR = "checkpoints"
 FORMAT = "drsan-jax checkpoint 1"
@@ -381,6 +381,8 @@ def load(path: str | os.PathLike, which: str = "latest", ema: bool = True) -> In
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
         params = checkpointer.restore(
             step_dir, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract)}))[item]
+    for name, value in flatten(params).items():
+        check_values(name, value, f"{step_dir}/{item}")
     step = meta.get("step")
     return InferenceModel(
         model=model, params=params, scale=config["scale"], variant=config["variant"],

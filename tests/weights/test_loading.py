@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from drsan_jax.models import build_model, config_of, init_params
-from drsan_jax.weights import compact, loading
+from drsan_jax.weights import checkpoints, compact, loading
 from drsan_jax.weights.loaded import WeightsError, to_params
 
 
@@ -73,3 +73,40 @@ def test_load_errors_name_the_file_and_what_was_expected(tmp_path, multi_scale):
     with pytest.raises(WeightsError, match=r"missing \['conv1/kernel'\]"):
         to_params(flat, jax.eval_shape(lambda: init_params(
             build_model("lesrcnn-s", 2, features=4), jax.random.key(0))), "x")
+
+
+def _tampered_npz(path, source, key, value):
+    """A copy of a compact file with one array replaced, written the way np.savez does."""
+    with np.load(source, allow_pickle=False) as stored:
+        arrays = {k: stored[k] for k in stored.files}
+    arrays[key] = value
+    np.savez(path, **arrays)
+    return path
+
+
+def test_non_finite_or_integer_weights_are_refused_naming_the_array(tmp_path, multi_scale):
+    path, _, _ = multi_scale
+    flat, _ = compact.read(path)
+    kernel = flat["conv1/kernel"]
+    nan = kernel.copy()
+    nan.flat[0] = np.nan
+    with pytest.raises(WeightsError, match="conv1/kernel holds NaN or infinite values"):
+        loading.load_model(_tampered_npz(tmp_path / "nan.npz", path, "conv1/kernel", nan))
+    inf = kernel.astype(np.float32)
+    inf.flat[-1] = np.inf
+    with pytest.raises(WeightsError, match="conv1/kernel holds NaN or infinite values"):
+        loading.load_model(_tampered_npz(tmp_path / "inf.npz", path, "conv1/kernel", inf))
+    ints = np.ones(kernel.shape, np.int8)
+    with pytest.raises(WeightsError, match="conv1/kernel holds int8 values"):
+        loading.load_model(_tampered_npz(tmp_path / "int8.npz", path, "conv1/kernel", ints))
+    assert loading.load_model(_tampered_npz(tmp_path / "ok.npz", path, "conv1/kernel", kernel))
+
+
+def test_a_checkpoint_with_an_infinite_weight_is_refused(tmp_path):
+    model = build_model("lesrcnn", 2, features=4)
+    params = jax.tree.map(np.asarray, init_params(model, jax.random.key(0)))
+    params["conv1"]["kernel"] = params["conv1"]["kernel"].copy()
+    params["conv1"]["kernel"].flat[3] = -np.inf
+    ckpt = checkpoints.save_params_for_inference(tmp_path / "ckpt", config_of(model), params)
+    with pytest.raises(WeightsError, match=r"ckpt/params: conv1/kernel holds NaN or infinite"):
+        loading.load_model(ckpt)
