@@ -110,6 +110,7 @@ def train_scales(config: ml_collections.ConfigDict) -> tuple[int, ...]:
 
 
 def val_datasets(config: ml_collections.ConfigDict) -> list[str]:
+    """The validation sets named by `config.val_datasets` ("" for none)."""
     return [name.strip() for name in config.val_datasets.split(",") if name.strip()]
 
 

@@ -48,10 +48,10 @@ from drsan_jax.models import (
     normalize_model_config,
     param_shapes,
 )
-from drsan_jax.training import config as configs
 from drsan_jax.training import parallel
 from drsan_jax.training import workdir as workdirs
 from drsan_jax.training.config import check_config, model_config
+from drsan_jax.training.config import val_datasets as configured_val_datasets
 from drsan_jax.training.optim import create_optimizer, learning_rate_schedule
 from drsan_jax.training.step import (
     TrainState,
@@ -144,7 +144,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path) -> Tra
     model = build_model_from_config(model_cfg)
     scales = tuple(model.scales)
     shapes = param_shapes(model)
-    val_datasets = configs.val_datasets(config)
+    val_datasets = configured_val_datasets(config)
     logging.info("devices: %s; compilation cache: %s", parallel.describe_devices(mesh),
                  jax.config.jax_compilation_cache_dir or "off")
     logging.info("global batch %d (%d per device, %d per host); LR patches %dx%d, HR %s",

@@ -1,18 +1,19 @@
 """Pictures of every kind through an RGB super-resolution network, and the upscaler every
 backend shares.
 
-The network only sees (H, W, 3) float32 RGB in [0, 1]. `upscale_rows` brings a picture there at
-its full bit depth (16-bit inputs are not reduced to 8 bits), runs any per-tile predictor on it
-through `upscaling.tiling`, and gives the result back in the picture's own kind: grey images go
-through as three equal channels and come back as their mean, and alpha is upscaled with MATLAB's
-bicubic beside the colour. It yields bands of rows, for writers that stream a picture larger
-than memory should hold twice; `upscale_image` gathers them into one array. Pictures with a side
-below `shapes.MIN_SIDE` are padded by reflection for the network and cropped back.
+The network only sees (H, W, 3) float32 RGB in [0, 1]. `PictureUpscaler.upscale_rows` brings a
+picture there at its full bit depth (16-bit inputs are not reduced to 8 bits), runs the
+backend's per-tile predictor on it through `upscaling.tiling`, and gives the result back in the
+picture's own kind: grey images go through as three equal channels and come back as their mean,
+and alpha is upscaled with MATLAB's bicubic beside the colour. It yields bands of rows, for
+writers that stream a picture larger than memory should hold twice; `upscale` gathers them into
+one array. Pictures with a side below `shapes.MIN_SIDE` are padded by reflection for the network
+and cropped back.
 
-`PictureUpscaler` is the user-facing upscaler built on them (`upscale`, `upscale_rows`,
-`bicubic`, `resolve_tile`, `tile_count`); a backend extends it with its network and its memory
-rule: the JAX `api.Upscaler` and the ONNX Runtime `onnx_runtime.OnnxUpscaler`. So the two treat
-pictures identically. Nothing here imports JAX.
+`PictureUpscaler` (`upscale`, `upscale_rows`, `bicubic`, `resolve_tile`, `tile_count`) is what
+every backend shares; a backend extends it with its network and its memory rule: the JAX
+`api.Upscaler` and the ONNX Runtime `onnx_runtime.OnnxUpscaler`. So the two treat pictures
+identically. Nothing here imports JAX.
 """
 
 from __future__ import annotations
@@ -45,25 +46,18 @@ def check_image(image: Any) -> np.ndarray:
     return image
 
 
-def upscale_rows(
-    predict: tiling.BatchPredictFn,
-    image: np.ndarray,
-    scale: int,
-    tile: int | None,
-    overlap: int,
-    on_tile: Callable[[], None] | None = None,
-    batch: int = 1,
-) -> Iterator[np.ndarray]:
-    """Super-resolves one picture of any kind, tile by tile, in bands of rows.
+def _bands(predict: tiling.BatchPredictFn, image: np.ndarray, scale: int, tile: int | None,
+           overlap: int, on_tile: Callable[[], None] | None, batch: int
+           ) -> Iterator[np.ndarray]:
+    """Super-resolves one picture that `check_image` accepted, in bands of rows.
 
     Each band is yielded as soon as it is final, so a writer can stream the result to a file
     (`data.image_io.write_image_rows`); nothing of the result's size is held but the upscaled
     alpha of an RGBA picture.
 
     Args:
-      predict: the network on a list of (h, w, 3) float32 LR tiles of one shape (see
-        `tiling.BatchPredictFn`).
-      image: HxW or HxWxC (C in 1, 3, 4) uint8 or uint16 (see `check_image`).
+      predict: the network on a list of (h, w, 3) float32 LR tiles of one shape.
+      image: HxW or HxWxC (C in 1, 3, 4) uint8 or uint16.
       scale: the upscaling factor of `predict`.
       tile: the tile size in LR pixels; None for the whole image in one call.
       overlap: the least overlap of neighbouring tiles in LR pixels.
@@ -74,31 +68,6 @@ def upscale_rows(
       Consecutive bands of rows of the (H * scale, W * scale[, C]) result, with the input's
       dtype and channels.
     """
-    return _bands(predict, check_image(image), scale, tile, overlap, on_tile, batch)
-
-
-def upscale_image(
-    predict: tiling.BatchPredictFn,
-    image: np.ndarray,
-    scale: int,
-    tile: int | None,
-    overlap: int,
-    on_tile: Callable[[], None] | None = None,
-    batch: int = 1,
-) -> np.ndarray:
-    """Super-resolves one picture of any kind, tile by tile: `upscale_rows` in one array.
-
-    Returns:
-      (H * scale, W * scale[, C]) array with the input's dtype and channels.
-    """
-    image = check_image(image)
-    return _gathered(image, scale, _bands(predict, image, scale, tile, overlap, on_tile, batch))
-
-
-def _bands(predict: tiling.BatchPredictFn, image: np.ndarray, scale: int, tile: int | None,
-           overlap: int, on_tile: Callable[[], None] | None, batch: int
-           ) -> Iterator[np.ndarray]:
-    """`upscale_rows` on an image `check_image` has accepted."""
     alpha = None
     if image.ndim == 3 and image.shape[2] == 4:
         alpha = imresize(image[..., 3], scale)  # (H * scale, W * scale)
@@ -221,4 +190,4 @@ class PictureUpscaler(abc.ABC):
                       on_tile, self._tile_batch(resolved))
 
 
-__all__ = ["PictureUpscaler", "check_image", "upscale_image", "upscale_rows"]
+__all__ = ["PictureUpscaler", "check_image"]

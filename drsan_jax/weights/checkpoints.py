@@ -42,7 +42,12 @@ from drsan_jax.models import (
     normalize_model_config,
     param_shapes,
 )
-from drsan_jax.weights.loaded import InferenceModel, WeightsError, check_values, shape_mismatch
+from drsan_jax.weights.loaded import (
+    InferenceModel,
+    WeightsError,
+    checked_float32,
+    shape_mismatch,
+)
 
 CHECKPOINTS_SUBDIR = "checkpoints"
 FORMAT = "drsan-jax checkpoint 1"
@@ -382,7 +387,7 @@ def load(path: str | os.PathLike, which: str = "latest", ema: bool = True) -> In
         params = checkpointer.restore(
             step_dir, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract)}))[item]
     for name, value in flatten(params).items():
-        check_values(name, value, f"{step_dir}/{item}")
+        checked_float32(name, value, f"{step_dir}/{item}")
     step = meta.get("step")
     return InferenceModel(
         model=model, params=params, scale=config["scale"], variant=config["variant"],

@@ -105,8 +105,8 @@ def shape_mismatch(expected: dict[str, tuple[int, ...]], got: dict[str, tuple[in
             f"{' ...' if len(wrong) > 3 else ''}")
 
 
-def check_values(name: str, value: Any, source: str) -> None:
-    """Raises a WeightsError naming the array unless it holds finite floating-point numbers.
+def checked_float32(name: str, value: Any, source: str) -> np.ndarray:
+    """The array as float32, or a WeightsError naming it unless it holds finite floats.
 
     An integer kernel would be cast silently and a NaN or an infinity runs without a word,
     both giving a black or meaningless picture: neither is a trained weight.
@@ -115,8 +115,10 @@ def check_values(name: str, value: Any, source: str) -> None:
     if not (np.issubdtype(array.dtype, np.floating) or array.dtype.name == "bfloat16"):
         raise WeightsError(f"{source}: {name} holds {array.dtype} values; weights are floating "
                            f"point numbers")
-    if not np.isfinite(array.astype(np.float32)).all():
+    array = array.astype(np.float32, copy=False)
+    if not np.isfinite(array).all():
         raise WeightsError(f"{source}: {name} holds NaN or infinite values")
+    return array
 
 
 def to_params(flat: dict[str, np.ndarray], expected_shapes: Any, source: str) -> dict[str, Any]:
@@ -129,15 +131,13 @@ def to_params(flat: dict[str, np.ndarray], expected_shapes: Any, source: str) ->
 
     Raises:
       WeightsError: missing, unexpected or wrongly shaped parameters, all named, or an array
-        that is not finite floating point (`check_values`).
+        that is not finite floating point (`checked_float32`).
     """
     expected = {k: tuple(v.shape) for k, v in flatten(expected_shapes).items()}
     problem = shape_mismatch(expected, {k: tuple(v.shape) for k, v in flat.items()})
     if problem:
         raise WeightsError(f"{source}: the weights do not fit the model: {problem}")
-    for name, value in flat.items():
-        check_values(name, value, source)
-    return unflatten({k: np.asarray(v, np.float32) for k, v in flat.items()})
+    return unflatten({k: checked_float32(k, v, source) for k, v in flat.items()})
 
 
 def assemble(model_config: dict[str, Any], flat: dict[str, np.ndarray], source: str, *,
@@ -167,5 +167,5 @@ def assemble(model_config: dict[str, Any], flat: dict[str, np.ndarray], source: 
         training_config=training_config, extra=extra, weights=weights)
 
 
-__all__ = ["InferenceModel", "WeightsError", "assemble", "check_values", "shape_mismatch",
+__all__ = ["InferenceModel", "WeightsError", "assemble", "checked_float32", "shape_mismatch",
            "to_params"]
