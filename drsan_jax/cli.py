@@ -14,6 +14,9 @@ run their work through `run`, which sorts what went wrong into
   raised on with its whole traceback, since one line would hide where it happened.
 
 The first two print `<prog>: error: <the message's first line>` on stderr and nothing else;
+a run stopped on request after saving (`Stopped`: SIGTERM or Ctrl-C during training) prints
+`<prog>: <what was saved>` and exits with 128 + the signal's number, and an unhandled Ctrl-C
+elsewhere prints `<prog>: interrupted (Ctrl-C)` (status 130);
 with `--verbose` the whole traceback is printed instead. The absl programs (train.py, eval.py)
 also parse their flags through `absl_flags_parser`, so a bad flag (an unknown `--config.*` key
 above all, which ml_collections reports as a chain of tracebacks) is one line too.
@@ -25,6 +28,7 @@ import argparse
 import difflib
 import os
 import re
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -44,6 +48,18 @@ class Failed(Exception):
 
 class UsageError(ValueError):
     """A command line this program cannot run (exit 2)."""
+
+
+class Stopped(Exception):  # noqa: N818 - a request fulfilled, not an error
+    """A run stopped on request (a signal) after saving its work; reported in one line.
+
+    Attributes:
+      exit_status: 128 + the signal's number, as a shell reports a process the signal ended.
+    """
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.exit_status = 128 + signal_number
 
 
 def exit_status(error: BaseException) -> int | None:
@@ -89,6 +105,15 @@ def run(prog: str, verbose: bool, body: Callable[[], int | None]) -> int:
     """
     try:
         return body() or 0
+    except Stopped as stopped:
+        print(f"{prog}: {first_line(stopped)}", file=sys.stderr)
+        return stopped.exit_status
+    except KeyboardInterrupt:
+        # Ctrl-C where nothing catches it (training catches it while it steps): one line.
+        if verbose:
+            raise
+        print(f"{prog}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 128 + signal.SIGINT
     except BrokenPipeError:
         # The reader went away (`... | head`): nothing is wrong and nothing more can be said.
         # Point stdout at nothing so that Python's exit flush does not fail on the pipe too.
@@ -165,7 +190,9 @@ def absl_flags_parser(prog: str, config_flag: str = "config",
             else:
                 report(prog, error)
         except Exception:  # noqa: BLE001 - ml_collections raises AttributeError or KeyError
-            problem = unknown_config_key(argv, config_flag, hint)
+            # A config file that does not load fails the first override as an OSError.
+            problem = (config_load_problem(argv, config_flag)
+                       or unknown_config_key(argv, config_flag, hint))
             if problem is None or _wants_verbose(argv):
                 raise
             print(f"{prog}: error: {problem}", file=sys.stderr)
@@ -188,10 +215,42 @@ def _check_config_loaded(argv: Sequence[str], config_flag: str) -> None:
     try:
         config.keys()
     except OSError as error:
-        lines = [line.strip() for line in str(error.__cause__ or error).splitlines()]
-        reason = [line for line in lines if line][-1]
-        raise flags.Error(f"--{config_flag}={_flag_value(argv, config_flag)}: cannot load it "
-                          f"({reason})") from error
+        raise flags.Error(config_load_problem(argv, config_flag) or first_line(error)) from error
+
+
+def config_load_problem(argv: Sequence[str], config_flag: str = "config") -> str | None:
+    """Describes why the config file named by `--<config_flag>` in argv does not load, or None.
+
+    Returns:
+      "--config=<path>: cannot load it (<the reason>)", with the nearest file names of its
+      folder for a file that does not exist; None when it loads (or no file is named).
+    """
+    from absl import flags
+
+    path = _flag_value(argv, config_flag)
+    if path is None or config_flag not in flags.FLAGS:
+        return None
+    try:
+        # ml_collections defers a load failure to the first use of what it returns.
+        flags.FLAGS[config_flag].parser.parse(path).keys()
+    except Exception as error:  # noqa: BLE001 - whatever the file raised is the reason
+        cause = error
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+        reason = re.sub(r"^\w+(Error|Exception): ", "", lines[-1] if lines else type(cause).__name__)
+        message = f"--{config_flag}={path}: cannot load it ({reason})"
+        file = path.partition(":")[0]
+        if not os.path.exists(file):
+            folder = os.path.dirname(file) or "."
+            names = sorted(n for n in os.listdir(folder) if n.endswith(".py")) \
+                if os.path.isdir(folder) else []
+            nearest = difflib.get_close_matches(os.path.basename(file), names, n=3, cutoff=0.6)
+            if nearest:
+                message += "; did you mean " + " or ".join(
+                    os.path.join(os.path.dirname(file), n) for n in nearest) + "?"
+        return message
+    return None
 
 
 def unknown_config_key(argv: Sequence[str], config_flag: str = "config",
@@ -261,6 +320,6 @@ def _field_paths(config: Any, prefix: str = "") -> set[str]:
     return paths
 
 
-__all__ = ["ArgumentParser", "FAILED", "Failed", "USAGE", "UsageError", "VERBOSE_HELP",
-           "absl_flags_parser", "define_verbose_flag", "exit_status", "first_line", "report",
+__all__ = ["ArgumentParser", "FAILED", "Failed", "Stopped", "USAGE", "UsageError", "VERBOSE_HELP",
+           "absl_flags_parser", "config_load_problem", "define_verbose_flag", "exit_status", "first_line", "report",
            "run", "unknown_config_key"]

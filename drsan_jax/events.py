@@ -1,11 +1,15 @@
 """A training run's TensorBoard scalars: their tags, and reading them back without TensorFlow.
 
 train.py writes the tags named here (`train/loss`, `train/learning_rate`, `train/grad_norm`,
-`train/steps_per_sec` and `val/<set>/psnr|ssim`, `val_tag`) with tensorboardX into `workdir/events.out.tfevents.*`. Those files are
-TFRecord streams of `Event` protocol buffers; `read_scalars` parses them with tensorboardX's own
-protobuf classes and checks every record's CRC, so a truncated or damaged file is reported with
-its name rather than read wrong. The last record of a file a killed run was writing may be cut
-short: that one is dropped, as TensorBoard does.
+`train/steps_per_sec` and `val/<set>/psnr|ssim`, `val_tag`) with `ScalarWriter` into
+`workdir/events.out.tfevents.*`. Those files are TFRecord streams of `Event` protocol buffers
+(tensorboardX's protobuf classes). `ScalarWriter` writes each record in the calling thread, so
+that once `flush()` returns the scalars are in the file: training flushes before every checkpoint,
+and a run killed just after a save never has a checkpoint ahead of its curve (tensorboardX's own
+writer queues records for a thread that its `flush()` does not wait for). `read_scalars` checks
+every record's CRC, so a truncated or damaged file is reported with its name rather than read
+wrong. The last record of a file a killed run was writing may be cut short: that one is dropped,
+as TensorBoard does.
 
 A resumed run appends a new event file and repeats the steps after its checkpoint; for each tag
 and step the value written last wins.
@@ -13,12 +17,15 @@ and step the value written last wins.
 
 from __future__ import annotations
 
+import itertools
 import os
+import socket
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
-from tensorboardX.proto import event_pb2
+from tensorboardX.proto import event_pb2, summary_pb2
 
 # The tags of the scalars training writes (`training.loop`) and the study scripts read.
 TRAIN_LOSS = "train/loss"
@@ -87,6 +94,58 @@ def _records(path: Path):
         offset = end
 
 
+_WRITERS = itertools.count()  # this process's writers, so that each has its own file
+
+
+def _record(payload: bytes) -> bytes:
+    """One TFRecord: length, its checksum, the payload, its checksum."""
+    header = struct.pack("<Q", len(payload))
+    return (header + _FOOTER.pack(_masked_crc(header)) + payload
+            + _FOOTER.pack(_masked_crc(payload)))
+
+
+class ScalarWriter:
+    """Writes scalars to a new event file in a folder, synchronously.
+
+    Example:
+      with ScalarWriter(workdir) as writer:
+          writer.add_scalar(TRAIN_LOSS, 0.05, step=100)
+          writer.flush()  # the record is in the file now
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        """Creates `folder/events.out.tfevents.<time>.<host>.<pid>.<n>`, a new file."""
+        self.path = Path(folder) / (f"events.out.tfevents.{int(time.time())}."
+                                    f"{socket.gethostname()}.{os.getpid()}.{next(_WRITERS)}")
+        self._file = open(self.path, "xb")  # noqa: SIM115 (closed by close())
+        self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def _write(self, event: event_pb2.Event) -> None:
+        self._file.write(_record(event.SerializeToString()))
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        """Appends one scalar (buffered until `flush`)."""
+        self._write(event_pb2.Event(
+            wall_time=time.time(), step=int(step),
+            summary=summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+                tag=tag, simple_value=float(value))])))
+
+    def flush(self) -> None:
+        """Hands everything written so far to the operating system (it survives a kill)."""
+        self._file.flush()
+
+    def close(self) -> None:
+        """Flushes and closes the file."""
+        if not self._file.closed:
+            self._file.close()
+
+    def __enter__(self) -> ScalarWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def event_files(workdir: str | os.PathLike) -> list[Path]:
     """The event files of a workdir, oldest first."""
     return sorted(Path(workdir).glob("events.out.tfevents.*"),
@@ -129,5 +188,5 @@ def read_scalars(workdir: str | os.PathLike, tags: list[str] | None = None
             for tag in sorted(rows)}
 
 
-__all__ = ["TRAIN_GRAD_NORM", "TRAIN_LEARNING_RATE", "TRAIN_LOSS", "TRAIN_STEPS_PER_SEC", "event_files",
+__all__ = ["ScalarWriter", "TRAIN_GRAD_NORM", "TRAIN_LEARNING_RATE", "TRAIN_LOSS", "TRAIN_STEPS_PER_SEC", "event_files",
            "read_scalars", "val_dataset", "val_tag"]

@@ -10,10 +10,34 @@ from drsan_jax import events
 
 
 def _write(folder, rows, suffix=""):
+    """Event files as runs before ScalarWriter wrote them (tensorboardX's asynchronous writer)."""
     writer = tensorboardX.SummaryWriter(str(folder), filename_suffix=suffix)
     for tag, step, value in rows:
         writer.add_scalar(tag, value, step)
     writer.close()
+
+
+def test_scalar_writer_records_are_tensorboardx_records_and_readable_once_flushed(tmp_path):
+    writer = events.ScalarWriter(tmp_path)
+    writer.add_scalar("train/loss", 0.25, step=7)
+    writer.add_scalar("val/Set5/psnr", 31.5, step=7)
+    writer.flush()
+    # Read while the file is still open, as after a kill: flushed means in the file.
+    curves = events.read_scalars(tmp_path)
+    assert curves["train/loss"][0, 0] == 7 and curves["train/loss"][0, 2] == 0.25
+    assert curves["val/Set5/psnr"][0, 2] == 31.5
+    writer.close()
+    # The framing is TFRecord's as tensorboardX writes it, byte for byte.
+    reference = tmp_path / "reference"
+    record_writer = tensorboardX.record_writer.RecordWriter(str(reference))
+    record_writer.write(b"payload")
+    record_writer.close()
+    assert events._record(b"payload") == reference.read_bytes()
+    # A second writer in the same folder starts its own file.
+    with events.ScalarWriter(tmp_path) as second:
+        second.add_scalar("train/loss", 0.125, step=8)
+    assert second.path != writer.path
+    np.testing.assert_array_equal(events.read_scalars(tmp_path)["train/loss"][:, 0], [7, 8])
 
 
 def test_a_resumed_run_reads_as_one_curve_with_the_later_values(tmp_path):

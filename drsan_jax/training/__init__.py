@@ -6,6 +6,7 @@
     warm_start.py  `--config.init_from`: a trained model's weights copied into a new run
     parallel.py    the device mesh, batch sharding, several hosts
     workdir.py     one run per workdir, nothing left behind by a run that fails early
+    stopping.py    SIGTERM / Ctrl-C: finish the step, save it, stop with one line
     loop.py        `train_and_evaluate`: the loop, validation, logging and checkpoints
 
 `train.py` calls `train_and_evaluate(config, workdir)`.
@@ -26,11 +27,13 @@ from drsan_jax.training.step import (
     mse_loss,
     train_step,
 )
+from drsan_jax.training.stopping import TrainingStopped
 from drsan_jax.training.warm_start import params_from_checkpoint
 
 __all__ = [
     "LOSSES",
     "TrainState",
+    "TrainingStopped",
     "check_config",
     "config_field_hint",
     "create_optimizer",

@@ -21,9 +21,24 @@ from drsan_jax.models import (
     normalize_model_config,
 )
 from drsan_jax.training.optim import SCHEDULES
+from drsan_jax.upscaling.shapes import MIN_SIDE
 from drsan_jax.weights import loading
 
 LOSSES = ("l1", "mse")
+# The smallest LR patch side training accepts. A crop this small is mostly border (the pixels
+# whose 3x3 neighbourhoods reach the convolutions' zero padding): the shipped DRSAN-32s x2
+# upscales a 4x4 crop 15 dB worse alone than in its picture, an 8x8 one 10 dB worse
+# (benchmarks/README.md, "Small pictures"), so a network trained on them learns the border.
+# Below `MIN_SIDE` (32) training warns (`small_patch_warning`); the recipes use 48 (LESRCNN 64).
+MIN_PATCH = 8
+
+
+def small_patch_warning(config: ml_collections.ConfigDict) -> str | None:
+    """What to tell a user whose LR patches are under `MIN_SIDE` pixels, else None."""
+    if config.patch_size >= MIN_SIDE:
+        return None
+    return (f"--config.patch_size={config.patch_size}: LR patches under {MIN_SIDE} pixels are "
+            f"mostly border (zero padding) and train worse than the recipes' 48")
 
 
 def model_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -50,6 +65,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                  "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
                  "data_workers", "prefetch_batches"):
         require(isinstance(config[name], int) and config[name] >= 1, name, "a positive integer")
+    require(config.patch_size >= MIN_PATCH, "patch_size",
+            f"at least {MIN_PATCH} LR pixels (the recipes use 48): a smaller patch is nearly "
+            f"all border, where the network sees its convolutions' zero padding")
     require(config.keep_checkpoints >= 1, "keep_checkpoints", "at least 1")
     require(config.keep_best_checkpoints >= 0, "keep_best_checkpoints", "0 or more")
     require(config.learning_rate > 0, "learning_rate", "a positive number")
@@ -114,5 +132,6 @@ def val_datasets(config: ml_collections.ConfigDict) -> list[str]:
     return [name.strip() for name in config.val_datasets.split(",") if name.strip()]
 
 
-__all__ = ["LOSSES", "check_config", "config_field_hint", "model_config", "train_scales",
+__all__ = ["LOSSES", "MIN_PATCH", "check_config", "config_field_hint", "model_config",
+           "small_patch_warning", "train_scales",
            "val_datasets"]

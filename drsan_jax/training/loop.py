@@ -18,6 +18,8 @@
 - runs one jitted, state-donating `training.step.train_step` per step, data-parallel over a
   device mesh;
 - stops at once, without saving, when the loss or the gradient goes NaN/inf;
+- on SIGTERM or a first Ctrl-C, finishes the step, saves it and raises `TrainingStopped`
+  (`training.stopping`; several hosts agree on the step through JAX's preemption service);
 - validates on `config.val_datasets` with `evaluation.evaluate`, the code behind eval.py
   (Y-channel PSNR/SSIM, "drsan" protocol);
 - logs progress lines and TensorBoard scalars, and saves checkpoints (the latest few plus the
@@ -36,7 +38,6 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-import tensorboardX
 from absl import logging
 
 from drsan_jax import data, evaluation, events
@@ -50,9 +51,10 @@ from drsan_jax.models import (
 )
 from drsan_jax.training import parallel
 from drsan_jax.training import workdir as workdirs
-from drsan_jax.training.config import check_config, model_config
+from drsan_jax.training.config import check_config, model_config, small_patch_warning
 from drsan_jax.training.config import val_datasets as configured_val_datasets
 from drsan_jax.training.optim import create_optimizer, learning_rate_schedule
+from drsan_jax.training.stopping import StopRequests, TrainingStopped
 from drsan_jax.training.step import (
     TrainState,
     copy_replicated,
@@ -115,6 +117,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         last good checkpoint).
       checkpoints.CheckpointSaveError: a checkpoint could not be written (the earlier ones
         are intact).
+      TrainingStopped: SIGTERM or Ctrl-C; the step finished last was saved.
     """
     check_config(config)
     quiet = _QuietOrbax()
@@ -165,12 +168,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path) -> Tra
     logging.info("checkpoints: %s (every %d steps, at each validation and at the end; latest "
                  "%d and best %d kept)", ckpts.directory, config.checkpoint_every_steps,
                  config.keep_checkpoints, config.keep_best_checkpoints)
+    if (warning := small_patch_warning(config)) is not None:
+        logging.warning("%s", warning)
     with contextlib.ExitStack() as stack:
         stack.enter_context(_closing(ckpts))
         sampler = _make_sampler(config, scales, host_batch)
         tx = create_optimizer(config)
         state = _initial_state(config, workdir, ckpts, model, model_cfg, tx, mesh, sampler)
-        writer = tensorboardX.SummaryWriter(str(workdir)) if jax.process_index() == 0 else None
+        writer = events.ScalarWriter(workdir) if jax.process_index() == 0 else None
         if writer is not None:
             stack.callback(writer.close)
         if val_datasets:
@@ -285,7 +290,7 @@ def _train_loop(config, state, sampler, mesh, ckpts, writer, model, model_cfg, v
 
     branches = {s: model.clone(scale=s) for s in model.scales}
     batches = sampler.batches(start, config.data_workers, config.prefetch_batches)
-    with contextlib.closing(batches):
+    with contextlib.closing(batches), StopRequests() as stop:
         for step in range(start + 1, total + 1):
             batch = next(batches)
             # A multi-scale batch names its scale: run that branch (compiled once per scale).
@@ -298,9 +303,10 @@ def _train_loop(config, state, sampler, mesh, ckpts, writer, model, model_cfg, v
             while len(pending) > 1:
                 check(*pending.popleft())
             last = step == total
-            log = step % config.log_every_steps == 0 or last
+            stopping = stop.requested(step) and not last
+            log = step % config.log_every_steps == 0 or last or stopping
             evaluate = bool(val_datasets) and (step % config.eval_every_steps == 0 or last)
-            save = step % config.checkpoint_every_steps == 0 or evaluate or last
+            save = step % config.checkpoint_every_steps == 0 or evaluate or last or stopping
             if not (log or evaluate or save):
                 continue
             while pending:
@@ -318,7 +324,6 @@ def _train_loop(config, state, sampler, mesh, ckpts, writer, model, model_cfg, v
                                        (events.TRAIN_GRAD_NORM, grad_norm),
                                        (events.TRAIN_STEPS_PER_SEC, rate)):
                         writer.add_scalar(tag, value, step)
-                    writer.flush()
                 window.clear()
                 window_start, paused = time.perf_counter(), 0.0
             pause_start = time.perf_counter()
@@ -327,11 +332,21 @@ def _train_loop(config, state, sampler, mesh, ckpts, writer, model, model_cfg, v
                 val_metrics = _validate_and_log(config, model, state.inference_params(),
                                                 val_datasets, writer, step)
             if save:
+                # The curve reaches the file before its checkpoint can: a run killed after the
+                # save never resumes past scalars it did not write.
+                if writer is not None:
+                    writer.flush()
                 ckpts.save(step, state.params, state.opt_state, {
                     "format": checkpoints.FORMAT, "step": step, "model": model_cfg,
                     "config": config.to_dict(), "data": sampler.state(step), "extra": {}},
                     metrics=val_metrics, params_ema=state.params_ema)
             paused += time.perf_counter() - pause_start
+            if stopping:
+                ckpts.wait()
+                raise TrainingStopped(
+                    f"stopped by {stop.signal_name} after step {step} of {total}: checkpoint "
+                    f"saved to {ckpts.directory / str(step)}; rerun the same command to resume",
+                    stop.signal_number)
     ckpts.wait()
     return state
 

@@ -335,6 +335,10 @@ def _read_only(folder):
     ("bad_value", r"flag --config.batch_size=four: invalid literal for int\(\)"),
     ("bad_config_argument", r"flag --config=.*configs/short_budget.py:vdsr: expected one of the "
                             r"configs drsan32s, .* after the colon, got 'vdsr'$"),
+    # A mistyped --config beside overrides (every README command has one).
+    ("missing_config", r"--config=.*configs/drsan48.py: cannot load it \(\[Errno 2\] No such "
+                       r"file or directory: .*\); did you mean .*configs/drsan48s.py or "),
+    ("tiny_patch", r"--config.patch_size=3: expected at least 8 LR pixels"),
 ])
 def test_mistakes_before_training_are_one_line_and_write_nothing(case, expected, tmp_path,
                                                                   train_images):
@@ -358,6 +362,10 @@ def test_mistakes_before_training_are_one_line_and_write_nothing(case, expected,
         flags_.append("--config.batch_size=four")
     elif case == "bad_config_argument":
         config, flags_ = "short_budget.py:vdsr", flags_[:1]
+    elif case == "missing_config":
+        config = "drsan48.py"
+    elif case == "tiny_patch":
+        flags_.append("--config.patch_size=3")
     result = _train_cli(tmp_path, workdir, *flags_, config=config)
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1, result.stderr
