@@ -34,6 +34,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from drsan_jax import logs
+
 USAGE = 2
 FAILED = 1
 VERBOSE_HELP = "on an error, print the whole traceback instead of one line"
@@ -104,7 +106,8 @@ def run(prog: str, verbose: bool, body: Callable[[], int | None]) -> int:
       Whatever body raises that is not expected (a bug), unchanged.
     """
     try:
-        return body() or 0
+        with logs.quiet_orbax():
+            return body() or 0
     except Stopped as stopped:
         print(f"{prog}: {first_line(stopped)}", file=sys.stderr)
         return stopped.exit_status

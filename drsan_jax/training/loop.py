@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import logging as std_logging
 import time
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from drsan_jax import data, evaluation, events
+from drsan_jax import data, evaluation, events, logs
 from drsan_jax.models import (
     build_model_from_config,
     count_params,
@@ -63,19 +62,6 @@ from drsan_jax.training.step import (
 )
 from drsan_jax.training.warm_start import params_from_checkpoint
 from drsan_jax.weights import checkpoints
-
-
-class _QuietOrbax(std_logging.Filter):
-    """Drops Orbax's INFO records (several per file it writes) so progress lines stay readable.
-
-    Also its warning at every save without validation metrics: only validated steps have them.
-    """
-
-    def filter(self, record: std_logging.LogRecord) -> bool:
-        if "/orbax/" not in record.pathname:
-            return True
-        return (record.levelno >= std_logging.WARNING
-                and "did not provide metrics" not in record.getMessage())
 
 
 def _abstract(tree: Any, sharding: jax.sharding.Sharding) -> Any:
@@ -120,15 +106,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       TrainingStopped: SIGTERM or Ctrl-C; the step finished last was saved.
     """
     check_config(config)
-    quiet = _QuietOrbax()
-    logging.get_absl_logger().addFilter(quiet)
-    try:
-        # One run per workdir (process 0 holds the lock), and no empty folders left by a run
-        # that fails before it trains.
-        with workdirs.claim(workdir, lock=_is_process_zero()) as path:
-            return _train_and_evaluate(config, path)
-    finally:
-        logging.get_absl_logger().removeFilter(quiet)
+    # One run per workdir (process 0 holds the lock), and no empty folders left by a run that
+    # fails before it trains.
+    with logs.quiet_orbax(), workdirs.claim(workdir, lock=_is_process_zero()) as path:
+        return _train_and_evaluate(config, path)
 
 
 def _is_process_zero() -> bool:
@@ -221,36 +202,21 @@ def _make_sampler(config: ml_collections.ConfigDict, scales: tuple[int, ...], ho
 
 
 def _initial_state(config, workdir, ckpts, model, model_cfg, tx, mesh, sampler) -> TrainState:
-    """Restores the latest checkpoint of the workdir, or initialises (fresh or `init_from`)."""
-    latest = ckpts.latest_step()
-    if latest is not None:
-        meta = ckpts.restore_meta(latest)
-        # The compute dtype may change on resume (e.g. bfloat16 on a new GPU); the parameters
-        # are float32 either way. Anything else is another network.
-        saved = normalize_model_config(meta["model"])
-        changed = {k: (saved.get(k), v) for k, v in model_cfg.items()
-                   if saved.get(k) != v and k != "dtype"}
-        if changed:
-            raise ValueError(
-                f"{workdir} holds checkpoints of another model (checkpoint -> config: {changed});"
-                f" use a new --workdir, or the checkpoint's --config.model.* and --config.scale")
-        repl = parallel.replicated(mesh)
-        shapes = param_shapes(model)
-        ema = config.ema_decay is not None
-        stored_ema = ema and ckpts.has_params_ema(latest)
-        params, opt_state, meta, params_ema = ckpts.restore(
-            latest, _abstract(shapes, repl), _abstract(jax.eval_shape(tx.init, shapes), repl),
-            _abstract(shapes, repl) if stored_ema else None)
-        sampler.check_resume(meta["data"])
-        step = parallel.replicate(np.asarray(latest, np.int32), mesh)
-        logging.info("resuming from step %d (%s)", latest, ckpts.directory / str(latest))
-        if ema and not stored_ema:
-            logging.info("--config.ema_decay=%s: the checkpoint has no weight average; it "
-                         "starts from the checkpoint's weights", config.ema_decay)
-            params_ema = copy_replicated(params, mesh)
-        return TrainState(step=step, apply_fn=model.apply, params=params, tx=tx,
-                          opt_state=opt_state, params_ema=params_ema)
+    """Restores the newest intact checkpoint of the workdir, or initialises (fresh or `init_from`).
+
+    A damaged checkpoint (files missing or cut short) is renamed to `<step>.damaged`, with a
+    warning naming it, and the one before it is tried.
+    """
+    for step in reversed(ckpts.steps()):
+        try:
+            return _resume(step, config, workdir, ckpts, model, model_cfg, tx, mesh, sampler)
+        except checkpoints.DamagedCheckpointError as error:
+            moved = ckpts.set_aside(step)
+            logging.warning("%s: moved to %s; resuming from the checkpoint before it", error,
+                            moved.name)
     params = init_params(model, jax.random.key(config.seed))
+    if ckpts.directory.is_dir() and any(ckpts.directory.glob("*.damaged*")):
+        logging.warning("no intact checkpoint in %s: starting again", ckpts.directory)
     if config.init_from:
         params, copied, fresh = params_from_checkpoint(config.init_from, model_cfg, params)
         logging.info("initialised %d parameter arrays from %s; fresh: %s", len(copied),
@@ -258,6 +224,41 @@ def _initial_state(config, workdir, ckpts, model, model_cfg, tx, mesh, sampler) 
     else:
         logging.info("starting from scratch (seed %d)", config.seed)
     return create_train_state(model, tx, params, mesh, ema=config.ema_decay is not None)
+
+
+def _resume(latest, config, workdir, ckpts, model, model_cfg, tx, mesh, sampler) -> TrainState:
+    """The train state of a saved step.
+
+    Raises:
+      checkpoints.DamagedCheckpointError: the step cannot be read.
+      ValueError: it holds another model than the config's.
+    """
+    meta = ckpts.restore_meta(latest)
+    # The compute dtype may change on resume (e.g. bfloat16 on a new GPU); the parameters
+    # are float32 either way. Anything else is another network.
+    saved = normalize_model_config(meta["model"])
+    changed = {k: (saved.get(k), v) for k, v in model_cfg.items()
+               if saved.get(k) != v and k != "dtype"}
+    if changed:
+        raise ValueError(
+            f"{workdir} holds checkpoints of another model (checkpoint -> config: {changed});"
+            f" use a new --workdir, or the checkpoint's --config.model.* and --config.scale")
+    repl = parallel.replicated(mesh)
+    shapes = param_shapes(model)
+    ema = config.ema_decay is not None
+    stored_ema = ema and ckpts.has_params_ema(latest)
+    params, opt_state, meta, params_ema = ckpts.restore(
+        latest, _abstract(shapes, repl), _abstract(jax.eval_shape(tx.init, shapes), repl),
+        _abstract(shapes, repl) if stored_ema else None)
+    sampler.check_resume(meta["data"])
+    step = parallel.replicate(np.asarray(latest, np.int32), mesh)
+    logging.info("resuming from step %d (%s)", latest, ckpts.directory / str(latest))
+    if ema and not stored_ema:
+        logging.info("--config.ema_decay=%s: the checkpoint has no weight average; it "
+                     "starts from the checkpoint's weights", config.ema_decay)
+        params_ema = copy_replicated(params, mesh)
+    return TrainState(step=step, apply_fn=model.apply, params=params, tx=tx,
+                      opt_state=opt_state, params_ema=params_ema)
 
 
 def _train_loop(config, state, sampler, mesh, ckpts, writer, model, model_cfg, val_datasets):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,8 @@ _ITEMS = ("params", "opt_state", "meta", "params_ema")
 EMA = "params_ema"
 # Room a save needs beyond its arrays: metadata, the JSON meta, Orbax's own files.
 _SAVE_MARGIN = 1 << 20
+# The longest reason a damaged-checkpoint message quotes.
+_REASON_CHARS = 240
 _EXPECTED = ("expected a training workdir (holding checkpoints/<step>/), its checkpoints/ "
              "folder, or one step folder holding params/ and meta/")
 
@@ -65,6 +68,28 @@ def _psnr(metrics: dict[str, Any]) -> float:
 
 class CheckpointError(WeightsError):
     """A checkpoint folder whose metadata or parameters are not a drsan-jax model's."""
+
+
+class DamagedCheckpointError(CheckpointError):
+    """A step folder whose files are missing, cut short or unreadable."""
+
+
+def damaged(step_dir: str | os.PathLike, error: BaseException) -> DamagedCheckpointError:
+    """The one-line error for a step folder Orbax or TensorStore could not read.
+
+    Their messages run to kilobytes (a TensorStore spec, source locations); the innermost
+    cause's first line says what is wrong ("Error reading ... Truncated Zstd-compressed
+    stream").
+    """
+    cause = error
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    reason = re.split(r" \[(?:source locations|tensorstore_spec)=", lines[0])[0] if lines \
+        else type(cause).__name__
+    if len(reason) > _REASON_CHARS:
+        reason = reason[:_REASON_CHARS] + "..."
+    return DamagedCheckpointError(f"checkpoint {step_dir} is damaged ({reason})")
 
 
 class CheckpointSaveError(OSError):
@@ -156,13 +181,47 @@ class TrainingCheckpoints:
                  "meta": ocp.args.JsonRestore()}
         if abstract_params_ema is not None:
             items[EMA] = ocp.args.StandardRestore(abstract_params_ema)
-        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        restored = self._restore(step, items)
         params_ema = restored[EMA] if abstract_params_ema is not None else None
         return restored.params, restored.opt_state, restored.meta, params_ema
 
     def restore_meta(self, step: int) -> dict[str, Any]:
         """Reads only the JSON metadata of a step."""
-        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        meta = self._restore(step, {"meta": ocp.args.JsonRestore()}).meta
+        if not isinstance(meta, dict) or "model" not in meta or "data" not in meta:
+            raise DamagedCheckpointError(f"checkpoint {self.directory / str(step)} is damaged "
+                                         f"(its meta/ is not a training checkpoint's)")
+        return meta
+
+    def _restore(self, step: int, items: dict[str, Any]) -> Any:
+        """Orbax's restore; any failure to read is a `DamagedCheckpointError`."""
+        try:
+            return self.manager.restore(step, args=ocp.args.Composite(**items))
+        except Exception as error:  # noqa: BLE001 - Orbax raises Exception, OSError, ValueError...
+            raise damaged(self.directory / str(step), error) from error
+
+    def steps(self) -> list[int]:
+        """The saved steps, oldest first."""
+        return list(self.manager.all_steps())
+
+    def set_aside(self, step: int) -> Path:
+        """Renames a damaged step folder to `<step>.damaged` (kept, no longer a checkpoint).
+
+        Returns:
+          The new path. A later save of the same step can then be written.
+        """
+        source = self.directory / str(step)
+        target = source.with_name(f"{step}.damaged")
+        n = 1
+        while target.exists():
+            n += 1
+            target = source.with_name(f"{step}.damaged-{n}")
+        if jax.process_index() == 0:
+            source.rename(target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"drsan_jax: checkpoint {step} set aside")
+        self.manager.reload()
+        return target
 
     def wait(self) -> None:
         """Blocks until the background saves are on disk.
@@ -355,16 +414,47 @@ def load(path: str | os.PathLike, which: str = "latest", ema: bool = True) -> In
         (`params_ema/`, what validation scored), else the trained weights (`params/`).
 
     Returns:
-      The rebuilt model and its parameters, on the first local device.
+      The rebuilt model and its parameters, on the first local device. For a workdir and
+      "latest", a damaged newest step (files missing or cut short) is skipped with a warning
+      naming it, and the newest intact one is loaded.
 
     Raises:
       FileNotFoundError: no checkpoint there.
-      CheckpointError: a damaged checkpoint or one whose metadata is not drsan-jax's.
+      DamagedCheckpointError: the step folder given (or every step of the workdir, or its best
+        one) is damaged.
+      CheckpointError: a checkpoint whose metadata is not drsan-jax's.
     """
     step_dir = find_step_dir(path, which)
+    if step_dir == Path(path).absolute() or which != "latest":
+        return _load_step(step_dir, ema)
+    steps = sorted(_finished_steps(step_dir.parent), reverse=True)
+    problems = []
+    for step in steps:
+        try:
+            return _load_step(step_dir.parent / str(step), ema)
+        except DamagedCheckpointError as error:
+            problems.append(str(error))
+            if step != steps[-1]:
+                logging.warning("%s; loading the checkpoint before it", error)
+    raise DamagedCheckpointError(f"every checkpoint in {step_dir.parent} is damaged: "
+                                 f"{problems[0]}; ...")
+
+
+@contextlib.contextmanager
+def _reading(step_dir: Path):
+    """Turns any failure of Orbax to read a step folder into a `DamagedCheckpointError`."""
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 - Orbax raises Exception, OSError, ValueError...
+        raise damaged(step_dir, error) from error
+
+
+def _load_step(step_dir: Path, ema: bool) -> InferenceModel:
+    """`load` of one step folder."""
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
-        meta = checkpointer.restore(
-            step_dir, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        with _reading(step_dir):
+            meta = checkpointer.restore(
+                step_dir, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
         if not isinstance(meta, dict) or "model" not in meta:
             raise CheckpointError(f"{step_dir}/meta is not drsan-jax checkpoint metadata")
         config = normalize_model_config(meta["model"])
@@ -373,19 +463,21 @@ def load(path: str | os.PathLike, which: str = "latest", ema: bool = True) -> In
         # Checked before restoring: Orbax, asked for arrays of other shapes, fails one read and
         # abandons the others' coroutines, which Python then reports as unraisable exceptions.
         item = EMA if ema and (step_dir / EMA).is_dir() else "params"
-        stored = _params_metadata(step_dir / item)
+        with _reading(step_dir):
+            stored = _params_metadata(step_dir / item)
         problem = shape_mismatch(
             {k: tuple(v.shape) for k, v in flatten(shapes).items()},
             {_flat_name(k): tuple(v.shape)
              for k, v in jax.tree_util.tree_flatten_with_path(getattr(stored, "tree", stored))[0]})
         if problem:
             raise CheckpointError(f"{step_dir}: its parameters do not fit the model its meta/ "
-                             f"describes, {model_name(config)} x{config['scale']}: {problem}")
+                                  f"describes, {model_name(config)} x{config['scale']}: {problem}")
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         abstract = jax.tree.map(
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
-        params = checkpointer.restore(
-            step_dir, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract)}))[item]
+        with _reading(step_dir):
+            params = checkpointer.restore(step_dir, args=ocp.args.Composite(
+                **{item: ocp.args.StandardRestore(abstract)}))[item]
     for name, value in flatten(params).items():
         checked_float32(name, value, f"{step_dir}/{item}")
     step = meta.get("step")
@@ -399,8 +491,10 @@ __all__ = [
     "CHECKPOINTS_SUBDIR",
     "CheckpointError",
     "CheckpointSaveError",
+    "DamagedCheckpointError",
     "FORMAT",
     "TrainingCheckpoints",
+    "damaged",
     "find_step_dir",
     "load",
     "save_params_for_inference",
