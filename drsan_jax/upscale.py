@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import jax
@@ -126,6 +127,12 @@ def plan_outputs(inputs: list[str], output_dir: Path | None,
         raise ValueError("results go next to their inputs only with a known scale")
     if output_dir is not None and output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"--output {output_dir} is a file, not a folder")
+    # Found now rather than after minutes of upscaling the first picture.
+    if output_dir is not None:
+        _check_writable_folder(output_dir, f"--output {output_dir}")
+    else:
+        for folder in sorted({f.parent for f in files}):
+            _check_writable_folder(folder, f"the results go next to their inputs, in {folder}")
     sources = {f.resolve() for f in files}
     pairs, taken = [], {}
     for src in files:
@@ -140,6 +147,23 @@ def plan_outputs(inputs: list[str], output_dir: Path | None,
         taken[dst.resolve()] = src
         pairs.append((src, dst))
     return pairs
+
+
+def _check_writable_folder(folder: Path, what: str) -> None:
+    """Raises PermissionError unless files can be created in `folder` (or where it will be made).
+
+    Tried with a real file, since permission bits do not tell for root, read-only mounts or
+    immutable folders; a folder that does not exist yet is tried at its nearest existing parent.
+    """
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise PermissionError(f"{what}: cannot write there ({e.strerror or e}); choose a "
+                              f"folder you can write to") from None
 
 
 def upscale_files(upscaler: Upscaler, pairs: list[tuple[Path, Path]], tile: int | str | None,

@@ -6,6 +6,9 @@ One module per idea, none of them needing a model:
                      check_image_file (an image's first bytes, before any work starts),
                      to_rgb_uint8 (the 8-bit RGB of caches and metrics), to_model_input (the
                      network's float32 RGB) and quantize (its output back to integer levels)
+    decode.py        a file's pixels as viewers show them (EXIF orientation, transparency),
+                     within max_image_pixels (DRSAN_JAX_MAX_IMAGE_PIXELS); no animations
+    png.py           the 16-bit PNG codec Pillow lacks, and writing by rows
     resize.py        MATLAB's bicubic imresize, bit-exact: bicubic_downscale makes LR images
     transforms.py    the 8 flips and quarter turns (augmentation and the self-ensemble)
     training_set.py  load_training_set: folders, DIV2K or TFDS, decoded once into an .npy cache

@@ -10,9 +10,10 @@ bit depth, and `quantize` turns the network's float output back into integer lev
 rounded half up), the last step before every benchmark score and every saved image.
 `to_rgb_uint8` gives the 8-bit RGB that the training cache and the metrics use.
 
-Decoding goes through imageio (Pillow, and imageio's bundled tifffile for TIFF). Pillow silently
-truncates 16-bit colour PNGs to 8 bits, so those are read and written by the project's own PNG
-codec (`data.png`).
+Decoding (`data.decode`) checks the size a header claims against a limit before any pixel is
+decoded, applies EXIF orientation, keeps transparency as alpha and refuses animations. Pillow
+silently truncates 16-bit colour PNGs to 8 bits, so those are read and written by the
+project's own PNG codec (`data.png`).
 `write_image_rows` writes an image that arrives in bands of rows (an upscaled photo of hundreds
 of megapixels) without ever holding it whole: PNGs through that codec, TIFFs through tifffile,
 which takes rows one by one and writes the same file as for the whole array.
@@ -27,15 +28,9 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import tifffile
-from PIL import Image as PILImage
 
-from drsan_jax.data import png
+from drsan_jax.data import decode, png
 from drsan_jax.files import atomic_write
-
-# Pillow refuses images over ~179 Mpixels as possible decompression bombs, but a 4000x3000 photo
-# upscaled x4 is 192 Mpixels. These are the user's own files: allow up to 2^30 pixels (4 GiB as
-# RGBA uint8) so results can be read back, while a truly absurd header is still refused.
-PILImage.MAX_IMAGE_PIXELS = 2**30
 
 IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 
@@ -43,9 +38,6 @@ _EXPECTED = (
     "expected a PNG, BMP, JPEG or TIFF image with 8- or 16-bit unsigned samples "
     "and 1 (grey), 3 (RGB) or 4 (RGBA) channels"
 )
-# Pillow modes that are not grey/RGB/RGBA samples; converting on decode keeps the contract
-# that callers only ever see grey, RGB or RGBA ("1" is bilevel, stored as bool).
-_PILLOW_CONVERSIONS = {"1": "L", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
 # The first bytes of every format `read_image` decodes: enough to tell an image file from
 # anything else without decoding it (TIFF: little- or big-endian, classic or BigTIFF).
 _SIGNATURES = (png.SIGNATURE, b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*", b"II+\x00",
@@ -109,7 +101,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """Reads an image with its samples as stored.
 
     Grey + alpha images come back as RGBA, and palette, bilevel and CMYK images are converted
-    to grey or RGB, so the channel count is always 1, 3 or 4.
+    to grey or RGB (RGBA where they have transparency), so the channel count is always 1, 3
+    or 4; EXIF orientation is applied (`data.decode`).
 
     Args:
       path: the image file.
@@ -118,20 +111,18 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
       An HxW (grey) or HxWxC array, C in {1, 3, 4}, of dtype uint8 or uint16.
 
     Raises:
-      ImageReadError: the file is missing, cannot be decoded, or holds other sample types
-        (for example float or 32-bit TIFFs). The message names the file.
+      ImageReadError: the file is missing, cannot be decoded, is larger than
+        `decode.max_image_pixels()` or animated, or holds other sample types (for example
+        float or 32-bit TIFFs). The message names the file.
     """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"cannot read image {path}: no such file")
     check_image_file(path)  # else a decoder's own words describe a file that is no image
     try:
-        if png.is_16bit_colour(path):
-            image = png.read_16bit_colour(path)
-        else:
-            mode = iio.immeta(path).get("mode")
-            kwargs = {"mode": _PILLOW_CONVERSIONS[mode]} if mode in _PILLOW_CONVERSIONS else {}
-            image = iio.imread(path, index=0, **kwargs)
+        image = decode.decode(path)
+    except decode.DecodeError as e:
+        raise ImageReadError(f"cannot read image {path}: {e}") from None
     except Exception as e:  # noqa: BLE001 - decoders raise OSError, ValueError, SyntaxError...
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ImageReadError(f"cannot read image {path}: {_EXPECTED} ({reason})") from None

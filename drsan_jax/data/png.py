@@ -37,8 +37,22 @@ def is_16bit_colour(path: Path) -> bool:
     return bit_depth == 16 and colour_type in _COLOUR_CHANNELS
 
 
+def header_size(path: Path) -> tuple[int, int]:
+    """(width, height) as a PNG's IHDR states them, read from its first 24 bytes."""
+    with open(path, "rb") as f:
+        head = f.read(24)
+    if len(head) < 24 or head[:8] != SIGNATURE or head[12:16] != b"IHDR":
+        raise ValueError("not a PNG (no IHDR chunk at its start)")
+    return struct.unpack(">II", head[16:24])
+
+
 def read_16bit_colour(path: Path) -> np.ndarray:
-    """Decodes a non-interlaced 16-bit colour PNG to HxWxC uint16 (C = 2, 3 or 4)."""
+    """Decodes a non-interlaced 16-bit colour PNG to HxWxC uint16 (C = 2, 3 or 4).
+
+    The caller checks the size IHDR claims (`header_size`) first: the image data is inflated
+    to that size and no further, so a file whose data inflates to more is refused without
+    the memory it asks for.
+    """
     data = path.read_bytes()
     pos, header, idat = len(SIGNATURE), None, []
     while pos < len(data):
@@ -61,9 +75,12 @@ def read_16bit_colour(path: Path) -> np.ndarray:
         raise ValueError("interlaced 16-bit colour PNGs are not supported")
     channels = _COLOUR_CHANNELS[colour_type]
     bytes_per_pixel = 2 * channels
-    raw = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8)
-    if raw.size != height * (1 + width * bytes_per_pixel):
+    expected = height * (1 + width * bytes_per_pixel)
+    inflater = zlib.decompressobj()
+    raw = inflater.decompress(b"".join(idat), expected)
+    if len(raw) != expected or inflater.unconsumed_tail:
         raise ValueError("PNG image data does not match the size in its header")
+    raw = np.frombuffer(raw, np.uint8)
     rows = raw.reshape(height, 1 + width * bytes_per_pixel)
     filtered = rows[:, 1:].reshape(height, width, bytes_per_pixel)
     pixels = _unfilter(rows[:, 0], filtered)
@@ -158,4 +175,4 @@ def _filter(rows: np.ndarray, above: np.ndarray, bpp: int) -> np.ndarray:
     return out
 
 
-__all__ = ["SIGNATURE", "is_16bit_colour", "read_16bit_colour", "write"]
+__all__ = ["SIGNATURE", "header_size", "is_16bit_colour", "read_16bit_colour", "write"]

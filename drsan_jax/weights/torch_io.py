@@ -27,6 +27,13 @@ tensor is first unpickled as a reference (storage, offset, shape, strides) and b
 array only after every storage is read, once it is checked to lie entirely inside its
 storage.
 
+Size limits: a weights file is inflated and read only up to sizes checked first. Its arrays
+may hold `max_weight_bytes()` in all (512 MiB; the largest network of the zoo, EDSR x4 with
+43 M parameters, is 172 MB in float32, three times that with Adam's moments); the environment
+variable `DRSAN_JAX_MAX_WEIGHT_BYTES` sets another. A zip record is never inflated past the
+size its directory entry states, and those sizes are checked before anything is inflated: a
+file of a megabyte claiming a gigabyte is refused without allocating it.
+
 Every array returned owns its memory (none is a view into a file buffer). dtypes are kept as
 saved: float16 stays float16 and bfloat16 comes back as `ml_dtypes.bfloat16` (the NumPy
 bfloat16 that JAX uses), so nothing is rounded or widened; call `.astype(np.float32)` where
@@ -56,10 +63,41 @@ import numpy as np
 
 from drsan_jax.weights.loaded import WeightsError
 
+MAX_WEIGHT_BYTES_ENV = "DRSAN_JAX_MAX_WEIGHT_BYTES"
+DEFAULT_MAX_WEIGHT_BYTES = 512 << 20
+# The largest pickle record read: a state dict's pickle (names and shapes) is kilobytes.
+_MAX_PICKLE_BYTES = 64 << 20
+
+
+def max_weight_bytes() -> int:
+    """The most bytes a file's arrays may hold: `DRSAN_JAX_MAX_WEIGHT_BYTES`, else 512 MiB.
+
+    Raises:
+      ValueError: the variable is set to something other than a positive integer.
+    """
+    value = os.environ.get(MAX_WEIGHT_BYTES_ENV)
+    if value is None or not value.strip():
+        return DEFAULT_MAX_WEIGHT_BYTES
+    try:
+        limit = int(value.replace("_", ""))
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise ValueError(f"{MAX_WEIGHT_BYTES_ENV}={value!r}: expected a positive number of bytes")
+    return limit
+
+
+def _over_limit(what: str, size: int) -> str:
+    return (f"{what} {size:,} bytes, over the limit of {max_weight_bytes():,} (set "
+            f"{MAX_WEIGHT_BYTES_ENV} to a larger number of bytes to read it)")
+
 __all__ = [
+    "DEFAULT_MAX_WEIGHT_BYTES",
     "LEGACY_MAGIC",
+    "MAX_WEIGHT_BYTES_ENV",
     "WRAPPER_KEYS",
     "WeightFileError",
+    "max_weight_bytes",
     "read_checkpoint",
     "read_state_dict",
     "unwrap_state_dict",
@@ -586,6 +624,9 @@ def _read_zip(file: IO[bytes], path: Any, archive_size: int) -> Any:
                     info.compress_size if info.compress_type == zipfile.ZIP_STORED
                     else 1032 * info.compress_size + 1024):
                 raise _error(path, f"record {name} is corrupt (its sizes are impossible)")
+            if name.endswith(".pkl") and info.file_size > _MAX_PICKLE_BYTES:
+                raise _error(path, f"record {name} would inflate to {info.file_size:,} bytes; "
+                             f"a state dict's pickle is a few kilobytes")
             try:
                 return archive.read(info)
             except Exception as e:  # BadZipFile (bad CRC, bad header), EOFError, zlib.error
@@ -602,6 +643,9 @@ def _read_zip(file: IO[bytes], path: Any, archive_size: int) -> Any:
         storages = _StorageTable()
         obj = _unpickle(io.BytesIO(read_record(pickles[0])), path, storages, legacy=False,
                         what="data.pkl pickle")
+        total = sum(numel * dtype.itemsize for dtype, numel in storages.roots.values())
+        if total > max_weight_bytes():
+            raise _error(path, _over_limit("its tensors would hold", total))
         buffers: dict[str, bytes] = {}
         for key, (dtype, numel) in storages.roots.items():
             name = f"{prefix}data/{key}"
@@ -745,6 +789,8 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
             file_size = os.fstat(file.fileno()).st_size
             if file_size == 0:
                 raise _error(path, "the file is empty")
+            if file_size > max_weight_bytes() + _MAX_PICKLE_BYTES:
+                raise _error(path, _over_limit("the file holds", file_size))
             head = file.read(16)
             file.seek(0)
             if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):

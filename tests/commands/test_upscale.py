@@ -2,8 +2,10 @@
 
 import os
 import re
+import struct
 import subprocess
 import sys
+import zlib
 
 import jax
 import numpy as np
@@ -187,3 +189,55 @@ def test_module_entry_point_on_cpu(inputs, ckpt, tmp_path):
         capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": ""}, timeout=120)
     assert result.returncode == 0, result.stderr
     assert read_image(tmp_path / "bitmap.bmp").shape == (90, 122, 3)
+
+
+def test_a_hostile_header_is_one_line_without_the_memory_it_asks_for(tmp_path, ckpt):
+    # 100000 x 100000 16-bit RGB claimed by a few kilobytes: 60 GB if believed.
+    header = struct.pack(">IIBBBBB", 100000, 100000, 16, 2, 0, 0, 0)
+
+    def chunk(kind, body):
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(bytes(16 << 20), 9)) + chunk(b"IEND", b""))
+    code = ("import resource, sys\nfrom drsan_jax import upscale\nstatus = upscale.main("
+            "sys.argv[1:])\nprint('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
+            " file=sys.stderr)\nsys.exit(status)")
+    result = subprocess.run([sys.executable, "-c", code, str(bomb), "--ckpt", str(ckpt),
+                             "--output", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "JAX_PLATFORMS": "cpu",
+                                 "DRSAN_JAX_CACHE_DIR": "none"})
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "error" in line]
+    assert lines[0] == (f"error: cannot read image {bomb}: its header claims 100000x100000 = "
+                        f"10,000,000,000 pixels, over the limit of 1,073,741,824 (set "
+                        f"DRSAN_JAX_MAX_IMAGE_PIXELS to a larger number of pixels to read it)")
+    peak_kib = int(re.search(r"maxrss (\d+)", result.stderr).group(1))
+    assert peak_kib < 1_500_000  # JAX and the model; the picture never allocated
+    assert not (tmp_path / "out" / "bomb.png").exists()
+
+
+def test_an_unwritable_output_folder_is_found_before_any_work(inputs, ckpt, tmp_path, capsys):
+    if os.geteuid() == 0 and subprocess.run(["chattr", "+i", str(tmp_path)],
+                                            capture_output=True).returncode:
+        pytest.skip("running as root, and chattr +i is not allowed here")
+    if os.geteuid() != 0:
+        tmp_path.chmod(0o555)
+    try:
+        for output in (tmp_path, tmp_path / "new" / "folder"):
+            assert run([inputs / "rgb.png", "--ckpt", ckpt, "--output", output]) == 2
+            err = capsys.readouterr().err
+            assert err.splitlines() == [
+                f"python -m drsan_jax.upscale: error: --output {output}: cannot write there "
+                f"(Operation not permitted); choose a folder you can write to"] or re.fullmatch(
+                rf"python -m drsan_jax.upscale: error: --output {re.escape(str(output))}: cannot "
+                rf"write there \(Permission denied\); choose a folder you can write to\n", err)
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(tmp_path)], check=True)
+        else:
+            tmp_path.chmod(0o755)
+    assert list(tmp_path.iterdir()) == []

@@ -10,6 +10,8 @@ assume a little-endian host), and the legacy reader is also checked on real torc
 from __future__ import annotations
 
 import json
+import tracemalloc
+import zipfile
 import os
 import pickle
 import struct
@@ -893,3 +895,68 @@ def test_legacy_storage_count_mismatch(tmp_path: Path) -> None:
     assert struct.unpack("<q", data[count_at:count_at + 8]) == (4,)
     data[count_at:count_at + 8] = struct.pack("<q", 3)
     raises_for(write(tmp_path / "c.pth", bytes(data)), "holds 3 elements")
+
+
+# --- Sizes checked before anything is inflated --------------------------------------------
+
+
+def _claiming(numel: int) -> tuple[bytes, FakeStorage]:
+    """The data.pkl of {"w": a float32 tensor of `numel` elements}, and its storage.
+
+    The storage's array is a broadcast view: it claims `numel` elements without holding them.
+    """
+    storage = FakeStorage("FloatStorage", np.broadcast_to(np.float32(0), (numel,)))
+    keys = _StorageKeys()
+    pickled = PickleWriter(keys.persistent_id).dump(
+        ordered_dict({"w": FakeTensor(storage, 0, (numel,), (1,))}))
+    return pickled, storage
+
+
+def _deflated_zip(path: Path, records: dict[str, bytes | int]) -> Path:
+    """A zip of deflated records; an int stands for that many zero bytes (a zip bomb)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        for name, data in records.items():
+            with archive.open(name, "w", force_zip64=True) as record:
+                if isinstance(data, int):
+                    chunk = bytes(1 << 20)
+                    for _ in range(data // len(chunk)):
+                        record.write(chunk)
+                else:
+                    record.write(data)
+    return path
+
+
+def test_tensors_claiming_more_than_the_limit_are_refused_before_reading(tmp_path: Path) -> None:
+    pickled, _ = _claiming(1 << 28)  # 1 GiB of float32
+    path = write(tmp_path / "huge.pth", zip_bytes([("archive/data.pkl", pickled)]))
+    message = raises_for(path, "its tensors would hold 1,073,741,824 bytes, over the limit of "
+                               "536,870,912 (set DRSAN_JAX_MAX_WEIGHT_BYTES")
+    assert "\n" not in message
+
+
+def test_a_zip_bomb_is_refused_without_inflating_it(tmp_path: Path, monkeypatch) -> None:
+    # A record that inflates to 64 MiB from 64 KB, against a limit of 4 MiB.
+    monkeypatch.setenv(torch_io.MAX_WEIGHT_BYTES_ENV, str(4 << 20))
+    pickled, _ = _claiming(16 << 20)  # 64 MiB of float32, as the record really holds
+    path = _deflated_zip(tmp_path / "bomb.pth", {"archive/data.pkl": pickled,
+                                                 "archive/data/0": 64 << 20})
+    assert path.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        raises_for(path, "its tensors would hold 67,108,864 bytes, over the limit of 4,194,304")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 << 20
+    # A pickle record inflating to more than any state dict's pickle.
+    path = _deflated_zip(tmp_path / "pickle_bomb.pth", {"archive/data.pkl": 80 << 20})
+    raises_for(path, "record archive/data.pkl would inflate to 83,886,080 bytes")
+    # Raised, the same file reads.
+    monkeypatch.setenv(torch_io.MAX_WEIGHT_BYTES_ENV, str(64 << 20))
+    small, _ = _claiming(1 << 10)
+    path = _deflated_zip(tmp_path / "fine.pth", {"archive/data.pkl": small,
+                                                 "archive/data/0": bytes(4 << 10)})
+    assert read_state_dict(path)["w"].shape == (1 << 10,)
+    monkeypatch.setenv(torch_io.MAX_WEIGHT_BYTES_ENV, "a lot")
+    with pytest.raises(ValueError, match="DRSAN_JAX_MAX_WEIGHT_BYTES='a lot': expected a posi"):
+        torch_io.max_weight_bytes()
