@@ -106,7 +106,8 @@ def run(prog: str, verbose: bool, body: Callable[[], int | None]) -> int:
       Whatever body raises that is not expected (a bug), unchanged.
     """
     try:
-        with logs.quiet_orbax():
+        # The errors Orbax logs from its threads reach `body` as exceptions: reported below.
+        with logs.quiet_orbax(errors=not verbose):
             return body() or 0
     except Stopped as stopped:
         print(f"{prog}: {first_line(stopped)}", file=sys.stderr)

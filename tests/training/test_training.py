@@ -495,3 +495,43 @@ def test_a_full_disk_stops_the_run_and_keeps_the_last_checkpoint(configs_module,
                         r"needs about \d+.\d MB\); training stopped; no checkpoint was completed "
                         r"yet", message)
     assert not (tmp_path / "b" / "checkpoints").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs (needs root: mount), unmounted afterwards."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_disk_that_fills_during_a_background_save_is_one_line(small_disk, tmp_path,
+                                                                train_images):
+    # The room check before each save is what usually finds a full disk; without it, the
+    # disk fills while Orbax's threads write, each of which logs its traceback.
+    workdir = small_disk / "run"
+    code = ("import runpy, sys\nfrom drsan_jax.weights import checkpoints\n"
+            "checkpoints.TrainingCheckpoints._check_room = lambda self, step, trees: None\n"
+            f"sys.argv = ['train.py'] + sys.argv[1:]\nrunpy.run_path({str(REPO / 'train.py')!r},"
+            " run_name='__main__')\n")
+    flags_ = [f"--config={REPO}/configs/default.py", f"--workdir={workdir}",
+              *_tiny_flags(train_images), "--config.num_train_steps=100",
+              "--config.checkpoint_every_steps=2"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "DRSAN_JAX_CPU_DEVICES": "1",
+           "DRSAN_JAX_CACHE_DIR": "none", "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", code, *flags_], env=env, capture_output=True,
+                            text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if not _LOG_LINE.match(line)]
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith(f"train.py: error: cannot save a checkpoint to "
+                               f"{workdir / 'checkpoints'} (")
+    assert not [line for line in result.stderr.splitlines() if line.startswith("E")]
+    saved = int(re.search(r"the last complete checkpoint is step (\d+)", lines[0]).group(1))
+    assert checkpoints.load(workdir).step == saved
