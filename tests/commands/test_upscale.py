@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import TINY, lr_crop, tiny_model
+from PIL import Image as PILImage
 
 from drsan_jax import api, upscale
 from drsan_jax.data import imresize, read_image, write_image
@@ -241,3 +242,26 @@ def test_an_unwritable_output_folder_is_found_before_any_work(inputs, ckpt, tmp_
         else:
             tmp_path.chmod(0o755)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_pictures_come_out_as_viewers_show_them(ckpt, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    exif = PILImage.Exif()
+    exif[0x0112] = 6  # the camera was turned: display rotated 90 degrees clockwise
+    PILImage.fromarray(np.zeros((12, 20, 3), np.uint8)).save(folder / "turned.png", exif=exif)
+    palette = PILImage.new("P", (20, 12))
+    palette.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    palette.putdata([(x // 10) for _ in range(12) for x in range(20)])
+    palette.save(folder / "sticker.png", transparency=1)
+    frames = [PILImage.fromarray(np.full((12, 20, 3), v, np.uint8)) for v in (0, 255)]
+    frames[0].save(folder / "moving.png", save_all=True, append_images=frames[1:])
+    assert run([folder, "--ckpt", ckpt, "--output", tmp_path / "out"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: cannot read image {folder / 'moving.png'}: it is an animation of 2 frames" \
+        in err
+    assert read_image(tmp_path / "out" / "turned.png").shape == (40, 24, 3)
+    sticker = read_image(tmp_path / "out" / "sticker.png")
+    assert sticker.shape == (24, 40, 4)
+    assert sticker[:, :16, 3].min() == 255 and sticker[:, 24:, 3].max() == 0
+    assert not (tmp_path / "out" / "moving.png").exists()
