@@ -14,22 +14,23 @@ from pathlib import Path
 
 from absl import app, flags
 
-from drsan_jax import cli, data, evaluation
+from drsan_jax import cli, metrics
+from drsan_jax.data.benchmark import BENCHMARK_DIR_ENV
 
 PROG = "eval.py"
 
 flags.DEFINE_string("ckpt", None, "Checkpoint: a training workdir, its checkpoints/ folder, "
                     "one step folder, or a shipped model's name such as 32s-x2. Sets the model, "
                     "its variant and scale.")
-flags.DEFINE_enum("method", "model", evaluation.METHODS,
+flags.DEFINE_enum("method", "model", metrics.METHODS,
                   "'model' (the checkpoint) or 'bicubic' (MATLAB-bicubic upscaling).")
 flags.DEFINE_list("datasets", None, "Comma-separated dataset names under <data_dir>/HR "
                   "(default: all of them).")
 flags.DEFINE_integer("scale", None, "SR factor; taken from the checkpoint (and must agree with "
                      "it if given). Required with --method bicubic.")
 flags.DEFINE_string("data_dir", None, "Benchmark folder with HR/<name>/ and x<scale>/<name>/ "
-                    f"(default: ${data.BENCHMARK_DIR_ENV}, else ../shared/data/benchmark).")
-flags.DEFINE_enum("protocol", "drsan", evaluation.PROTOCOL_CHOICES,
+                    f"(default: ${BENCHMARK_DIR_ENV}, else ../shared/data/benchmark).")
+flags.DEFINE_enum("protocol", "drsan", metrics.PROTOCOL_CHOICES,
                   "Scoring protocol (see drsan_jax/metrics.py); 'both' scores each SR image, "
                   "computed once, under drsan and matlab.")
 flags.DEFINE_bool("per_image", False, "Also print every image's PSNR / SSIM.")
@@ -52,6 +53,9 @@ def main(argv):
 def _evaluate(argv):
     if len(argv) > 1:
         raise cli.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    # Imported once there is work to do, so that --help answers at once.
+    from drsan_jax import evaluation
+
     evaluation.evaluate_and_report(
         ckpt=FLAGS.ckpt, method=FLAGS.method, datasets=FLAGS.datasets, scale=FLAGS.scale,
         data_dir=FLAGS.data_dir, repo_root=Path(__file__).resolve().parent,

@@ -23,8 +23,7 @@ import functools
 from absl import app, flags
 from ml_collections import config_flags
 
-from drsan_jax import cli, runtime, training
-from drsan_jax.training import parallel
+from drsan_jax import cli
 
 PROG = "train.py"
 
@@ -41,6 +40,14 @@ flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
 
+def _config_field_hint(config, key):
+    # JAX and the model zoo are imported only once there is work (or an error) to explain, so
+    # that --help answers at once.
+    from drsan_jax.training import config as training_config
+
+    return training_config.config_field_hint(config, key)
+
+
 def main(argv):
     return cli.run(PROG, FLAGS.verbose, functools.partial(_train, argv))
 
@@ -48,6 +55,9 @@ def main(argv):
 def _train(argv):
     if len(argv) > 1:
         raise cli.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from drsan_jax import runtime, training
+    from drsan_jax.training import parallel
+
     # Before JAX starts: the compilation cache, and on a CPU one XLA device per core.
     runtime.configure(batch_size=FLAGS.config.batch_size)
     if FLAGS.distributed or FLAGS.coordinator_address:
@@ -57,4 +67,4 @@ def _train(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.absl_flags_parser(PROG, hint=training.config_field_hint))
+    app.run(main, flags_parser=cli.absl_flags_parser(PROG, hint=_config_field_hint))

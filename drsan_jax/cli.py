@@ -107,7 +107,7 @@ def run(prog: str, verbose: bool, body: Callable[[], int | None]) -> int:
     """
     try:
         # The errors Orbax logs from its threads reach `body` as exceptions: reported below.
-        with logs.quiet_orbax(errors=not verbose):
+        with logs.quiet_library_logs(errors=not verbose):
             return body() or 0
     except Stopped as stopped:
         print(f"{prog}: {first_line(stopped)}", file=sys.stderr)
@@ -149,10 +149,18 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def define_verbose_flag() -> None:
-    """Defines absl's `--verbose` (see `VERBOSE_HELP`) for train.py and eval.py."""
+    """Defines absl's `--verbose` (see `VERBOSE_HELP`) for train.py and eval.py.
+
+    As a flag of the calling program (absl would file it under this module), so that its
+    `--help` lists it.
+    """
     from absl import flags
 
-    flags.DEFINE_bool("verbose", False, VERBOSE_HELP)
+    flags.DEFINE_bool("verbose", False, VERBOSE_HELP, module_name=sys.argv[0])
+
+
+_SHORT_HELP = {"--help", "-h", "-?", "--helpshort"}
+_FULL_HELP = {"--helpfull"}
 
 
 def _wants_verbose(argv: Sequence[str]) -> bool:
@@ -174,8 +182,13 @@ def absl_flags_parser(prog: str, config_flag: str = "config",
     """
 
     def parse(argv: list[str]) -> list[str]:
-        from absl import flags
+        from absl import app, flags
 
+        # absl's own --help exits with status 1 (scripts that check it see a failure); this
+        # one prints the same text and exits with 0.
+        asked = {arg.split("=")[0] for arg in argv[1:]} & {*_SHORT_HELP, *_FULL_HELP}
+        if asked:
+            app.usage(shorthelp=not asked & _FULL_HELP, writeto_stdout=True, exitcode=0)
         try:
             args = flags.FLAGS(argv)
             _check_config_loaded(argv, config_flag)

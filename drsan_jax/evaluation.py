@@ -48,10 +48,9 @@ from drsan_jax.data.resize import bicubic_upscale
 from drsan_jax.models import config_of, model_name
 from drsan_jax.weights.loading import load_model
 
-METHODS = ("model", "bicubic")
-# What `evaluate` accepts: one protocol, or "both" to score every SR image under each of them.
-BOTH = "both"
-PROTOCOL_CHOICES = (*metrics.PROTOCOLS, BOTH)  # "both": the project's two
+METHODS = metrics.METHODS
+BOTH = metrics.BOTH
+PROTOCOL_CHOICES = metrics.PROTOCOL_CHOICES
 
 
 class EvaluationError(ValueError):

@@ -30,6 +30,11 @@ from numpy.lib.stride_tricks import sliding_window_view
 PROTOCOLS = ("drsan", "matlab", "lesrcnn")
 # The project's own protocols (what `eval.py --protocol both` scores).
 PROJECT_PROTOCOLS = ("drsan", "matlab")
+# What the evaluation accepts (eval.py's --protocol): one protocol, or "both" to score every SR
+# image under each of the project's two; and what it scores (--method).
+BOTH = "both"
+PROTOCOL_CHOICES = (*PROTOCOLS, BOTH)
+METHODS = ("model", "bicubic")
 
 # ITU-R BT.601 luma for R, G, B in [0, 1], on the [16, 235] scale (MATLAB's rgb2ycbcr).
 _Y_WEIGHTS = (65.481, 128.553, 24.966)

@@ -6,8 +6,9 @@
 
 Multiply-adds are convolution MACs for one 1280x720 HR output, the unit of the DRSAN and DRAN
 tables. They are counted from the convolutions the model actually runs at that scale
-(intercepted while tracing shapes, so nothing is computed), which keeps the count true under
-the ablation switches and counts one branch of a multi-scale model. `params` counts the
+(intercepted while tracing shapes, so nothing is computed or compiled; one trace per model
+and scale, two for a multi-scale one), which keeps the count true under the ablation switches and counts one
+branch of a multi-scale model. `params` counts the
 parameters that run at that scale; `params_total` the whole model (more for MDSR and
 LESRCNN-S, which hold every scale's branch).
 """
@@ -15,6 +16,7 @@ LESRCNN-S, which hold every scale's branch).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -30,7 +32,6 @@ from drsan_jax.models import (
     SCALES,
     build_model,
     count_params,
-    param_shapes,
     resolve,
     scale_path,
 )
@@ -39,11 +40,17 @@ from drsan_jax.models.conv import Conv
 HR_SIZE_720P = (720, 1280)  # (H, W) of the HR output behind the paper's MAC figures.
 
 
-def conv_macs(model: nn.Module, hr_size: tuple[int, int] = HR_SIZE_720P) -> float:
-    """Convolution multiply-adds of `model` for one HR output of `hr_size` (H, W).
+def _trace(model: nn.Module, hr_size: tuple[int, int]) -> tuple[Any, float]:
+    """(parameter shapes, convolution MACs for one HR output of `hr_size`), by tracing.
+
+    Tracing (`jax.eval_shape`) gives shapes only: nothing is computed or compiled. Every
+    convolution called is counted from its input and output shapes. For a single-scale model
+    one trace of its initialisation, which runs the forward pass, gives both; a multi-scale
+    model builds (and runs) every scale's branch there, so its forward pass at `model.scale` is
+    traced again for the count.
 
     The LR input of a 1280x720 output at x3 is not a whole number of pixels (426.67 x 240), so
-    MACs are counted per LR pixel on a small traced input and scaled by (H*W) / scale**2.
+    MACs are counted per LR pixel on a small input and scaled by (H*W) / scale**2.
     """
     lq_side = 8
     macs = 0
@@ -51,33 +58,39 @@ def conv_macs(model: nn.Module, hr_size: tuple[int, int] = HR_SIZE_720P) -> floa
     def count(next_fun, args, kwargs, context):
         nonlocal macs
         module = context.module
+        out = next_fun(*args, **kwargs)
         if isinstance(module, (Conv, nn.Conv)) and context.method_name == "__call__":
-            x = args[0]
-            out = next_fun(*args, **kwargs)
             kh, kw = module.kernel_size
-            macs += math.prod(out.shape[:-1]) * kh * kw * x.shape[-1] * module.features
-            return out
-        return next_fun(*args, **kwargs)
+            macs += math.prod(out.shape[:-1]) * kh * kw * args[0].shape[-1] * module.features
+        return out
 
     x = jax.ShapeDtypeStruct((1, lq_side, lq_side, 3), jnp.float32)
-    shapes = param_shapes(model)
-    with nn.intercept_methods(count):
-        jax.eval_shape(lambda p, x: model.apply({"params": p}, x), shapes, x)
+    single = len(model.scales) == 1
+    with nn.intercept_methods(count) if single else contextlib.nullcontext():
+        shapes = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
+    if not single:
+        with nn.intercept_methods(count):
+            jax.eval_shape(lambda p, x: model.apply({"params": p}, x), shapes, x)
     lq_pixels = hr_size[0] * hr_size[1] / model.scale**2
-    return macs / lq_side**2 * lq_pixels
+    return shapes, macs / lq_side**2 * lq_pixels
+
+
+def conv_macs(model: nn.Module, hr_size: tuple[int, int] = HR_SIZE_720P) -> float:
+    """Convolution multiply-adds of `model` for one HR output of `hr_size` (H, W)."""
+    return _trace(model, hr_size)[1]
 
 
 def summarize(name: str, scale: int) -> dict[str, Any]:
     """Parameter counts and 720p MACs of one published model at one scale."""
     family, variant = resolve(name)
     model = build_model(name, scale)
-    shapes = param_shapes(model)
+    shapes, macs = _trace(model, HR_SIZE_720P)
     return {
         "model": family.model_name(variant),
         "scale": scale,
         "params": count_params(scale_path(shapes, scale)),
         "params_total": count_params(shapes),
-        "macs": conv_macs(model),
+        "macs": macs,
     }
 
 

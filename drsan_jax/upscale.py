@@ -27,11 +27,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import jax
 from tqdm import tqdm
 
 from drsan_jax import cli, onnx_runtime, runtime
-from drsan_jax.api import DEFAULT_OVERLAP, DEFAULT_TILE, Upscaler, load
 from drsan_jax.data.image_io import (
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -41,7 +39,8 @@ from drsan_jax.data.image_io import (
     write_image_rows,
 )
 from drsan_jax.upscaling import shapes
-from drsan_jax.weights import shipped
+from drsan_jax.upscaling.pictures import PictureUpscaler
+from drsan_jax.upscaling.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -166,7 +165,7 @@ def _check_writable_folder(folder: Path, what: str) -> None:
                               f"folder you can write to") from None
 
 
-def upscale_files(upscaler: Upscaler, pairs: list[tuple[Path, Path]], tile: int | str | None,
+def upscale_files(upscaler: PictureUpscaler, pairs: list[tuple[Path, Path]], tile: int | str | None,
                   overlap: int, self_ensemble: bool) -> list[str]:
     """Upscales every (input, output) pair with progress bars over images and tiles.
 
@@ -215,6 +214,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _upscale(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    # JAX, the model zoo and the weights are imported once there is work, so that --help
+    # answers at once.
+    import jax
+
+    from drsan_jax.api import load
+    from drsan_jax.weights import shipped
+
     tile = _parse_tile(parser, args.tile)
     overlap = DEFAULT_OVERLAP if args.tile_overlap is None else args.tile_overlap
     if overlap < 0 or (isinstance(tile, int) and 2 * overlap >= tile):

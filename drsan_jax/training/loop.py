@@ -108,7 +108,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     check_config(config)
     # One run per workdir (process 0 holds the lock), and no empty folders left by a run that
     # fails before it trains.
-    with logs.quiet_orbax(), workdirs.claim(workdir, lock=_is_process_zero()) as path:
+    with logs.quiet_library_logs(), workdirs.claim(workdir, lock=_is_process_zero()) as path:
         return _train_and_evaluate(config, path)
 
 

@@ -1,11 +1,13 @@
 """Tests for drsan_jax.cli: which errors are a user's, how they are printed, config keys."""
 
 import errno
+import subprocess
 import sys
 import textwrap
 
 import pytest
 from absl import flags
+from conftest import REPO
 from ml_collections import config_flags
 
 from drsan_jax import cli, evaluation
@@ -132,3 +134,27 @@ def test_a_config_file_that_does_not_exist_is_one_line(config_file, monkeypatch,
     assert exit_.value.code == 2
     assert capsys.readouterr().err == (f"train.py: error: --config={missing}: cannot load it "
                                        f"([Errno 2] No such file or directory: '{missing}')\n")
+
+
+@pytest.mark.parametrize("command,flag", [
+    ("train.py", "--help"), ("train.py", "-h"), ("eval.py", "--help"), ("eval.py", "--helpfull"),
+    ("drsan_jax.upscale", "--help"),
+])
+def test_help_exits_0_lists_every_flag_and_imports_no_jax(command, flag):
+    # What the help costs is its imports: JAX and the model zoo are left for the work.
+    run = (f"runpy.run_path({str(REPO / command)!r}, run_name='__main__')"
+           if command.endswith(".py") else f"runpy.run_module({command!r}, run_name='__main__')")
+    code = textwrap.dedent(f"""
+        import runpy, sys
+        sys.argv = [{command!r}, {flag!r}]
+        try:
+            {run}
+        except SystemExit as e:
+            print("exit", e.code, "jax" in sys.modules, "flax" in sys.modules, file=sys.stderr)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, cwd=REPO)
+    assert result.stderr.strip().splitlines()[-1] == "exit 0 False False", result.stderr
+    assert "--verbose" in result.stdout or "--[no]verbose" in result.stdout
+    if command == "train.py":
+        assert "--config" in result.stdout and "--workdir" in result.stdout
