@@ -80,6 +80,10 @@ def _format_duration(seconds: float) -> str:
     return f"{minutes}m {seconds:02d}s"
 
 
+def _next_log_step(step: int, every: int, total: int) -> int:
+    return min((step // every + 1) * every, total)
+
+
 def _describe_model(model_cfg: dict[str, Any], scales: tuple[int, ...]) -> str:
     return f"{model_name(model_cfg)} {'/'.join(f'x{s}' for s in scales)}"
 
@@ -290,6 +294,9 @@ def _train_loop(config, state, sampler, mesh, ckpts, writer, model, model_cfg, v
         window.append(host)
 
     branches = {s: model.clone(scale=s) for s in model.scales}
+    logging.info("compiling the train step%s and running step %d (the first progress line can "
+                 "take a minute on a CPU)",
+                 " (each scale's when first drawn)" if len(branches) > 1 else "", start + 1)
     batches = sampler.batches(start, config.data_workers, config.prefetch_batches)
     with contextlib.closing(batches), StopRequests() as stop:
         for step in range(start + 1, total + 1):
@@ -305,7 +312,9 @@ def _train_loop(config, state, sampler, mesh, ckpts, writer, model, model_cfg, v
                 check(*pending.popleft())
             last = step == total
             stopping = stop.requested(step) and not last
-            log = step % config.log_every_steps == 0 or last or stopping
+            # The first step is logged as soon as it is done: it includes the compilation.
+            first = step == start + 1
+            log = step % config.log_every_steps == 0 or last or stopping or first
             evaluate = bool(val_datasets) and (step % config.eval_every_steps == 0 or last)
             save = step % config.checkpoint_every_steps == 0 or evaluate or last or stopping
             if not (log or evaluate or save):
@@ -318,12 +327,20 @@ def _train_loop(config, state, sampler, mesh, ckpts, writer, model, model_cfg, v
                 loss = float(np.mean([m["loss"] for m in window]))
                 grad_norm = float(np.mean([m["grad_norm"] for m in window]))
                 lr = float(schedule(step - 1))
-                logging.info("step %d/%d  loss %.5f  lr %.2e  %.2f steps/s  ETA %s", step, total,
-                             loss, lr, rate, _format_duration((total - step) / max(rate, 1e-9)))
+                if first and not last:
+                    logging.info("step %d/%d  loss %.5f  lr %.2e  compiled and ran in %.1f s; "
+                                 "the next progress line at step %d", step, total, loss, lr,
+                                 elapsed, _next_log_step(step, config.log_every_steps, total))
+                else:
+                    logging.info("step %d/%d  loss %.5f  lr %.2e  %.2f steps/s  ETA %s", step,
+                                 total, loss, lr, rate,
+                                 _format_duration((total - step) / max(rate, 1e-9)))
                 if writer is not None:
-                    for tag, value in ((events.TRAIN_LOSS, loss), (events.TRAIN_LEARNING_RATE, lr),
-                                       (events.TRAIN_GRAD_NORM, grad_norm),
-                                       (events.TRAIN_STEPS_PER_SEC, rate)):
+                    scalars = [(events.TRAIN_LOSS, loss), (events.TRAIN_LEARNING_RATE, lr),
+                               (events.TRAIN_GRAD_NORM, grad_norm)]
+                    if not first:  # the compilation is not a step rate
+                        scalars.append((events.TRAIN_STEPS_PER_SEC, rate))
+                    for tag, value in scalars:
                         writer.add_scalar(tag, value, step)
                 window.clear()
                 window_start, paused = time.perf_counter(), 0.0

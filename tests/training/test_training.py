@@ -178,7 +178,11 @@ def test_tiny_run_logs_validates_and_checkpoints(reference_run):
     assert any(line.startswith(f"initialised 34 parameter arrays from {reference_run['start']}")
                for line in lines)
     progress = [line for line in lines if line.startswith("step ")]
-    assert [line.split()[1] for line in progress] == ["2/6", "4/6", "6/6"]
+    assert [line.split()[1] for line in progress] == ["1/6", "2/6", "4/6", "6/6"]
+    # The first step is reported as soon as it is done, its compilation included.
+    assert re.fullmatch(r"step 1/6  loss [0-9.]+  lr 2.00e-04  compiled and ran in [0-9.]+ s; "
+                        r"the next progress line at step 2", progress[0]), progress[0]
+    assert any(line.startswith("compiling the train step and running step 1") for line in lines)
     assert all(k in progress[-1] for k in ("loss", "lr 2.00e-04", "steps/s", "ETA"))
     validations = [line for line in lines if line.startswith("validation step")]
     assert len(validations) == 2 and "Set5 x2 PSNR" in validations[0]
