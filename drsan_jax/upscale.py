@@ -57,7 +57,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
                              "Runtime) (default: the shipped model for --scale)")
     parser.add_argument("--output", default=None, type=Path,
                         help="folder for the results (created if missing); files keep their "
-                             "names. Default: next to each input, as <name>_x<scale>.<ext>")
+                             "names. Default: next to each input, as <name>_x<scale>.<ext>. A "
+                             "result replaces an existing file of its name (an input never)")
     parser.add_argument("--scale", type=int, default=None,
                         help="the upscaling factor: picks the shipped model when --ckpt is not "
                              "given (default 2), else is checked against the checkpoint")

@@ -211,3 +211,26 @@ def assert_trees_equal(a, b):
     """Every leaf of two trees bit-identical."""
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+# `pytest -m quick`: the developer's check of about a minute on 2 cores (90 s on a busy one).
+# These modules test the code that needs no network compiled beyond a few small programs
+# (images, resize, metrics, tiling, weights files, configs, the command-line plumbing); their
+# slow tests stay out. The full suite is unchanged.
+QUICK_MODULES = frozenset({
+    "tests/test_metrics.py", "tests/test_events.py", "tests/test_files.py",
+    "tests/test_runtime.py", "tests/upscaling/test_tiling.py", "tests/data/test_benchmark.py",
+    "tests/data/test_decode.py", "tests/data/test_image_io.py", "tests/data/test_resize.py",
+    "tests/data/test_sampler.py", "tests/data/test_training_set.py",
+    "tests/data/test_transforms.py", "tests/models/test_schema.py",
+    "tests/weights/test_torch_io.py", "tests/training/test_optim.py",
+    "tests/training/test_workdir.py", "tests/commands/test_cli.py",
+})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = Path(item.fspath).relative_to(REPO).as_posix()
+        if (path in QUICK_MODULES and item.get_closest_marker("slow") is None
+                and item.get_closest_marker("long") is None):
+            item.add_marker(pytest.mark.quick)
