@@ -68,3 +68,21 @@ def test_damage_is_reported_with_the_file_and_a_cut_record_is_dropped(tmp_path):
         events.read_scalars(tmp_path)
     with pytest.raises(FileNotFoundError, match="holds no TensorBoard event file"):
         events.read_scalars(tmp_path / "nothing")
+
+
+def test_tensorboard_reads_the_scalar_writer_files(tmp_path):
+    # TensorBoard's own reader (the `tensorboard` extra, in `dev`), not ours: the files are
+    # what `tensorboard --logdir <workdir>` shows.
+    accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator")
+    with events.ScalarWriter(tmp_path) as writer:
+        for step in (1, 2, 3):
+            writer.add_scalar(events.TRAIN_LOSS, 1.0 / step, step)
+        writer.add_scalar(events.val_tag("Set5"), 31.25, 3)
+    reader = accumulator.EventAccumulator(str(tmp_path))
+    reader.Reload()
+    assert set(reader.Tags()["scalars"]) == {events.TRAIN_LOSS, "val/Set5/psnr"}
+    loss = reader.Scalars(events.TRAIN_LOSS)
+    assert [e.step for e in loss] == [1, 2, 3]
+    np.testing.assert_allclose([e.value for e in loss], [1.0, 0.5, 1 / 3], rtol=1e-6)
+    assert reader.Scalars("val/Set5/psnr")[0].value == 31.25

@@ -167,7 +167,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path) -> Tra
             logging.info("validation: %s at %s from %s every %d steps", ", ".join(val_datasets),
                          "/".join(f"x{s}" for s in scales), config.val_data,
                          config.eval_every_steps)
-        logging.info("TensorBoard: tensorboard --logdir %s", workdir)
+        logging.info("TensorBoard (pip install -e \".[tensorboard]\"): tensorboard --logdir %s",
+                     workdir)
         state = _train_loop(config, state, sampler, mesh, ckpts, writer, model, model_cfg,
                             val_datasets)
     return state
