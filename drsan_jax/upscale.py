@@ -67,10 +67,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--self_ensemble", action="store_true",
                         help="average the outputs of the 8 flips and rotations (8x slower)")
     parser.add_argument("--tile", default="auto",
-                        help=f"'auto' (the default: the whole image when it fits in memory, "
-                             f"else tiles of {DEFAULT_TILE}x{DEFAULT_TILE} LR pixels), 'none' "
-                             f"(always the whole image), or a tile size in LR pixels (at least "
-                             f"{shapes.MIN_SIDE})")
+                        help=f"'auto' (the default: the whole image when it has at most "
+                             f"{DEFAULT_TILE}x{DEFAULT_TILE} LR pixels and fits in memory, else "
+                             f"tiles of that size, with a progress bar and the time left), "
+                             f"'none' (always the whole image: faster, no progress, more "
+                             f"memory), or a tile size in LR pixels (at least {shapes.MIN_SIDE})")
     parser.add_argument("--tile_overlap", type=int, default=None,
                         help=f"least overlap of neighbouring tiles in LR pixels (default "
                              f"{DEFAULT_OVERLAP})")

@@ -175,7 +175,8 @@ class PictureUpscaler(abc.ABC):
         """
         self._check_options(self_ensemble)
         return tiling.choose_tile(tile, overlap,
-                                  lambda: self._fits_whole(height, width, self_ensemble))
+                                  lambda: self._fits_whole(height, width, self_ensemble),
+                                  height * width)
 
     def tile_count(self, height: int, width: int, tile: int | str | None = "auto",
                    overlap: int = DEFAULT_OVERLAP, self_ensemble: bool = False) -> int:

@@ -110,24 +110,31 @@ def blend_weights(spans: list[tuple[int, int]], length: int, overlap: int,
             for (start, size), w in zip(spans, raw)]
 
 
-def choose_tile(tile: int | str | None, overlap: int,
-                fits_whole: Callable[[], bool]) -> int | None:
+def choose_tile(tile: int | str | None, overlap: int, fits_whole: Callable[[], bool],
+                pixels: int | None = None) -> int | None:
     """The tile size a backend runs an image at: an int, or None for the whole image at once.
 
     Args:
       tile: "auto", None (always whole) or a tile size in LR pixels, at least `MIN_SIDE`.
       overlap: the least overlap of neighbouring tiles in LR pixels.
       fits_whole: for "auto", whether the whole image fits in the backend's memory budget.
+      pixels: for "auto", the image's LR pixels, if known.
 
     Returns:
-      None or the tile size: with "auto", None when `fits_whole()`, else `DEFAULT_TILE`.
+      None or the tile size: with "auto", None for a picture of at most `DEFAULT_TILE` squared
+      pixels that `fits_whole()`, else `DEFAULT_TILE`. A larger picture is tiled even when it
+      would fit: one pass of it shows no progress for minutes on a CPU (a 2000x1500 photo at
+      x2: three), and needs several times the memory, where tiles show a bar with the time
+      left and cost 8-22% of the speed (benchmarks/README.md, "Tiled against whole-image pixel
+      rate"). `tile=None` runs it whole.
 
     Raises:
       ValueError: a tile that is not "auto", None or an int of at least `MIN_SIDE`, or an
         overlap that is not below half the tile.
     """
     if tile == "auto":
-        return None if fits_whole() else DEFAULT_TILE
+        small = pixels is None or pixels <= DEFAULT_TILE * DEFAULT_TILE
+        return None if small and fits_whole() else DEFAULT_TILE
     if tile is None:
         return None
     if isinstance(tile, bool) or not isinstance(tile, int) or tile < MIN_SIDE:

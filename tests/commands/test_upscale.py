@@ -162,8 +162,10 @@ def test_help_describes_the_tile_choices(capsys):
     with pytest.raises(SystemExit):
         upscale.main(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert ("'auto' (the default: the whole image when it fits in memory, else tiles of 512x512 "
-            "LR pixels), 'none' (always the whole image), or a tile size in LR pixels") in help_text
+    assert ("'auto' (the default: the whole image when it has at most 512x512 LR pixels and "
+            "fits in memory, else tiles of that size, with a progress bar and the time left), "
+            "'none' (always the whole image: faster, no progress, more memory), or a tile size "
+            "in LR pixels") in help_text
     assert "tiles of auto" not in help_text
 
 

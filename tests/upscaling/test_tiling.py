@@ -224,3 +224,12 @@ def test_the_new_tiles_move_the_shipped_model_by_at_most_a_level(benchmark_dir):
         difference = np.abs(new.astype(int) - old)
         assert 0 < difference.max() <= 2
         assert 10 * np.log10(255**2 / np.mean(difference**2.0)) > 60
+
+
+def test_auto_runs_small_pictures_whole_and_large_ones_in_tiles_for_progress():
+    side = tiling.DEFAULT_TILE
+    assert tiling.choose_tile("auto", 32, lambda: True, side * side) is None
+    # Larger: tiles even though it would fit, so that a bar shows progress and time left.
+    assert tiling.choose_tile("auto", 32, lambda: True, side * side + 1) == side
+    assert tiling.choose_tile("auto", 32, lambda: False, 64 * 64) == side
+    assert tiling.choose_tile(None, 32, lambda: False, 10**8) is None  # asked for: whole
