@@ -56,6 +56,7 @@ def test_bench_smoke():
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["model_options"] == {"features": 8, "num_blocks": 1, "num_groups": 1}
     assert (out["batch"], out["patch"]) == (2, 8)
+    assert (out["dtype"], out["infer_scale"]) == ("float32", 2)  # the defaults
     for key in ("train_compile_s", "train_step_median_s", "train_step_cpu_s",
                 "train_patches_per_s", "train_gflop_per_step", "train_gflops", "peak_gflops",
                 "train_fraction_of_peak", "peak_rss_mib", "load_end", "devices", "conv_impl"):
