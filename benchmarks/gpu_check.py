@@ -20,13 +20,15 @@ On a machine with a GPU, within --budget_min minutes all told, it runs four stag
    measures the batches/s of the patch sampler that feeds the training.
 4. train: DRSAN-32s x2 from scratch with the short-budget recipe (`train.py --config
    configs/short_budget.py`) for the time left. The recipe's cosine ends at num_train_steps, so
-   the step count is chosen before it starts: (seconds left - --train_overhead_s) x the slower
-   of the measured step rate (the bench run of 32s in --train_dtype) and the sampler's batch
-   rate. The overhead, train.py's start-up, compilation, saves and final validation, is a guess
-   until a GPU run has measured it (`overhead_s_measured` in the JSON). It checkpoints
-   every 250 steps, keeps only the latest checkpoint, and validates Set5 and Set14 once, at the
-   last step. Should it still run at the deadline, it is interrupted (SIGINT, killed 20 s later):
-   its latest checkpoint stays valid, and `resume_command` (the same command) finishes the run.
+   the step count is chosen before it starts: (seconds left - --train_overhead_s) x
+   --train_rate_factor x the slower of the measured step rate (the bench run of 32s in
+   --train_dtype) and the sampler's batch rate. The overhead (train.py's start-up, compilation,
+   saves and final validation) and the factor (its loop's cost around each step) are guesses
+   until a GPU run has measured them (`overhead_s_measured`, `rate_factor_measured` in the
+   JSON). It checkpoints every 250 steps, keeps only the latest checkpoint, and validates Set5
+   and Set14 once, at the last step. Should it still run at the deadline, it is interrupted
+   (SIGINT, killed 20 s later): its latest checkpoint stays valid, and `resume_command` (the
+   same command) finishes the run.
 
 Everything goes under one folder, $OUT when set, else --out: `gpu_check.json` with every number
 (each bench run's whole JSON included; rewritten after each stage), the training workdir
@@ -108,6 +110,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train_overhead_s", type=float, default=90.0,
                    help="seconds of the training's time left out of the step plan: train.py's "
                         "start-up, compilation, checkpoint saves and final validation")
+    p.add_argument("--train_rate_factor", type=float, default=0.8,
+                   help="the fraction of the measured rate train.py's loop is expected to reach "
+                        "(it also moves each batch to the device, logs and saves)")
     p.add_argument("--max_train_steps", type=int, default=None,
                    help="train at most this many steps (default: as many as fit)")
     p.add_argument("--smoke", action="store_true",
@@ -155,9 +160,9 @@ class Check:
         self.args = args
         self.start = time.monotonic()
         self.deadline = self.start + args.budget_s
-        self.env = dict(os.environ)
-        if args.smoke:  # on one CPU device, as on a machine with one GPU (and faster to compile)
-            self.env.update({"JAX_PLATFORMS": "cpu", runtime.CPU_DEVICES_ENV: "1"})
+        # --smoke: one CPU device, as on a machine with one GPU (and quicker to compile).
+        self.env_set = {"JAX_PLATFORMS": "cpu", runtime.CPU_DEVICES_ENV: "1"} if args.smoke else {}
+        self.env = dict(os.environ, **self.env_set)
         self.logs = args.out / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.path = args.out / "gpu_check.json"
@@ -360,11 +365,12 @@ def plan_steps(check: Check, entry: dict) -> int | None:
         check.fail("train", entry, "not run: the training data could not be prepared")
         return None
     seconds = check.left() - END_RESERVE_S - args.train_overhead_s
-    rate = min(step_rate, data_rate)
+    measured = min(step_rate, data_rate)
+    rate = args.train_rate_factor * measured
     planned = math.floor(max(seconds, 0) * rate)
-    entry.update(planned_rate_steps_per_s=rate, planned_from="bench steps/s"
+    entry.update(measured_rate_steps_per_s=measured, planned_from="bench steps/s"
                  if step_rate <= data_rate else "sampler batches/s",
-                 planned_seconds=seconds, planned_steps=planned)
+                 planned_rate_steps_per_s=rate, planned_seconds=seconds, planned_steps=planned)
     steps = min(planned, args.max_train_steps or planned)
     warmup = train_config(args)[0].warmup_steps
     if steps <= warmup:
@@ -386,8 +392,9 @@ def train(check: Check) -> None:
     _, overrides = train_config(check.args, steps)
     cmd = [sys.executable, "train.py", "--config", "configs/short_budget.py",
            "--workdir", str(workdir), *(f"--config.{k}={v}" for k, v in overrides.items())]
+    env = "".join(f"{k}={shlex.quote(v)} " for k, v in check.env_set.items())
     entry.update(num_train_steps=steps, workdir=str(workdir),
-                 resume_command=f"cd {shlex.quote(str(REPO))} && {shlex.join(cmd)}")
+                 resume_command=f"cd {shlex.quote(str(REPO))} && {env}{shlex.join(cmd)}")
     check.save()
     t = time.perf_counter()
     with open(check.logs / "train.log", "w") as log:
@@ -408,8 +415,9 @@ def train(check: Check) -> None:
     entry.update(wall_s=time.perf_counter() - t, returncode=rc)
     entry.update(training_results(workdir, steps, train_config(check.args)[0].batch_size))
     if entry.get("completed") and "steps_per_s" in entry:
-        # What --train_overhead_s should have been: the time not spent in steps.
+        # What --train_overhead_s and --train_rate_factor should have been.
         entry["overhead_s_measured"] = entry["wall_s"] - steps / entry["steps_per_s"]
+        entry["rate_factor_measured"] = entry["steps_per_s"] / entry["measured_rate_steps_per_s"]
     if entry.get("interrupted"):
         check.fail("train", entry, f"interrupted at the deadline at checkpoint step "
                                    f"{entry.get('final_step')} of {steps}; resume_command "

@@ -124,7 +124,8 @@ def test_gpu_check_smoke(gpu_check_data, tmp_path):
     assert (train["num_train_steps"], train["final_step"], train["returncode"]) == (4, 4, 0)
     assert train["completed"] is True and "interrupted" not in train
     assert train["planned_steps"] >= 4 and positive(train["planned_rate_steps_per_s"])
-    for key in ("steps_per_s", "patches_per_s", "final_loss", "wall_s", "checkpoint_params"):
+    for key in ("steps_per_s", "patches_per_s", "final_loss", "wall_s", "checkpoint_params",
+                "overhead_s_measured", "rate_factor_measured"):
         assert positive(train[key]), key
     assert sorted(train["val_psnr"]) == ["Set14", "Set5"]
     assert all(positive(v) for v in train["val_psnr"].values())
