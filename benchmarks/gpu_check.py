@@ -153,6 +153,14 @@ def one_line(text: str) -> str:
     return lines[-1][-300:] if lines else "no output"
 
 
+def last_json(stdout: str) -> dict:
+    """The JSON object a child prints as its last line of output."""
+    try:
+        return json.loads(stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise ValueError(f"no JSON object as its last line ({one_line(stdout)!r})") from None
+
+
 class Check:
     """The results so far, the clock, and the JSON file they are written to."""
 
@@ -236,7 +244,11 @@ def check_device(check: Check) -> bool:
     if proc.returncode:
         check.fail("device", entry, f"JAX could not start: {one_line(proc.stderr)}")
         return False
-    entry.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+    try:
+        entry.update(last_json(proc.stdout))
+    except ValueError as e:
+        check.fail("device", entry, f"the device listing printed {e}")
+        return False
     entry["gpu_found"] = entry["backend"] == "gpu"
     if entry["gpu_found"]:
         return True
@@ -281,7 +293,12 @@ def bench_runs(check: Check) -> None:
                 check.fail(name, entry, f"bench.py exited {proc.returncode}: "
                                         f"{one_line(proc.stderr)}")
                 continue
-            entry.update(summarize_bench(variant, json.loads(proc.stdout.strip().splitlines()[-1])))
+            try:
+                bench = last_json(proc.stdout)
+            except ValueError as e:
+                check.fail(name, entry, f"bench.py printed {e}")
+                continue
+            entry.update(summarize_bench(variant, bench))
             check.save()
 
 
@@ -418,10 +435,14 @@ def train(check: Check) -> None:
         # What --train_overhead_s and --train_rate_factor should have been.
         entry["overhead_s_measured"] = entry["wall_s"] - steps / entry["steps_per_s"]
         entry["rate_factor_measured"] = entry["steps_per_s"] / entry["measured_rate_steps_per_s"]
-    if entry.get("interrupted"):
+    if "checkpoint_error" in entry:
+        check.fail("train", entry, f"the final checkpoint {entry['checkpoint']} does not load: "
+                                   f"{entry['checkpoint_error']}")
+    elif entry.get("interrupted"):
         check.fail("train", entry, f"interrupted at the deadline at checkpoint step "
                                    f"{entry.get('final_step')} of {steps}; resume_command "
-                                   f"finishes it (raise --train_overhead_s for a shorter plan)")
+                                   f"finishes it (a larger --train_overhead_s or a smaller "
+                                   f"--train_rate_factor plans fewer steps)")
     elif rc:
         check.fail("train", entry, f"train.py exited {rc}: "
                                    f"{one_line((check.logs / 'train.log').read_text())}")
@@ -445,9 +466,13 @@ def training_results(workdir: Path, steps: int, batch: int) -> dict:
         step_dir = checkpoints.find_step_dir(workdir)
     except FileNotFoundError:
         return out
-    # Loaded as eval.py and the upscaler load it: the checkpoint is whole.
-    loaded = checkpoints.load(step_dir)
-    out.update(final_step=loaded.step, completed=loaded.step == steps, checkpoint=str(step_dir),
+    out["checkpoint"] = str(step_dir)
+    try:  # loaded as eval.py and the upscaler load it: the checkpoint is whole
+        loaded = checkpoints.load(step_dir)
+    except (OSError, checkpoints.CheckpointError) as e:
+        out["checkpoint_error"] = f"{type(e).__name__}: {e}"
+        return out
+    out.update(final_step=loaded.step, completed=loaded.step == steps,
                checkpoint_weights=loaded.weights, checkpoint_params=count_params(loaded.params))
     return out
 
@@ -491,18 +516,15 @@ def summary(result: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    # This process reads results only: JAX stays off the GPU (see the imports).
+    # This process only reads results: its JAX stays off the GPU (see the imports).
     jax.config.update("jax_platforms", "cpu")
     check = Check(args)
     print(f"gpu_check: writing to {args.out}, budget {args.budget_s:.0f} s", file=sys.stderr,
           flush=True)
-    try:
-        if not check.stage("device", check_device):
-            return 2 if "gpu_found" in check.result["device"] else 1
-        for name, stage in (("bench", bench_runs), ("data", prepare_data), ("train", train)):
-            check.stage(name, stage)
-    finally:
-        check.save()
+    if not check.stage("device", check_device):
+        return 2 if "gpu_found" in check.result["device"] else 1
+    for name, stage in (("bench", bench_runs), ("data", prepare_data), ("train", train)):
+        check.stage(name, stage)
     print(summary(check.result))
     print(f"wrote {check.path}")
     return 1 if check.result["failures"] else 0
