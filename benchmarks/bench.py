@@ -2,7 +2,8 @@
 
     python benchmarks/bench.py --variant 32s --scale 2 --json
 
-Measures, for one variant and scale, on the default backend (CPU or GPU):
+Measures, for one variant and scale, on the default backend (CPU or GPU), in the model's compute
+dtype (--dtype float32, the default, or bfloat16; parameters stay float32 either way):
 
 - train: the project's own `training.train_step` (Adam, L1) on a batch of random uint8 patches
   split over `parallel.make_mesh()`: compile time, median step time after warm-up, process CPU
@@ -10,11 +11,12 @@ Measures, for one variant and scale, on the default backend (CPU or GPU):
   the plain-convolution program so that the number does not depend on `conv_impl`) and its
   fraction of a peak measured here with large matmuls, and the step's scratch memory;
 - infer: ms per image for LR sizes 120x80 (B100 at x4), 240x160, 320x180 and 512x384
-  (jitted `model.apply`, compile time reported separately): `infer_median_s` and `infer_cpu_s`
-  as `inference.Predictor` runs it, i.e. with several CPU devices the image's rows split over
-  all of them (`infer_rows_split` says for which sizes, `infer_rows_split_max_abs_diff` gives
-  the largest difference from one device), and `infer_one_device_median_s` /
-  `infer_one_device_cpu_s` on one device;
+  (jitted `model.apply`, compile time reported separately) of the model at --infer_scale
+  (default --scale; 4 gives the paper's B100 x4 time beside an x2 train step in one run):
+  `infer_median_s` and `infer_cpu_s` as `inference.Predictor` runs it, i.e. with several CPU
+  devices the image's rows split over all of them (`infer_rows_split` says for which sizes,
+  `infer_rows_split_max_abs_diff` gives the largest difference from one device), and
+  `infer_one_device_median_s` / `infer_one_device_cpu_s` on one device;
 - eval: wall time of `evaluation.evaluate` on Set5+Set14+B100, compilations included;
 - data: batches/s of `data.PatchSampler` (one thread, and its prefetching iterator) against the
   train step's consumption;
@@ -22,7 +24,8 @@ Measures, for one variant and scale, on the default backend (CPU or GPU):
   initialisation, and the first train step (compile included): cold, then warm;
 - torch: the same network in PyTorch (`../shared/bench/torch_drsan.py`, run by a Python that can
   import torch: --torch_python, else found), eager and optionally torch.compile, timed the same
-  way in the same run, right after the JAX measurements.
+  way in the same run, right after the JAX measurements (float32 at --scale only: with another
+  --dtype or --infer_scale it is skipped, with a note).
 
 The machine may be shared: the 1-minute load average is recorded next to every section, and
 both frameworks' process CPU seconds per step are reported beside the wall time. Nothing here
@@ -53,7 +56,7 @@ import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from drsan_jax import data, evaluation, inference, runtime, training
-from drsan_jax.models import build_model, conv, init_params
+from drsan_jax.models import DTYPES, build_model, conv, init_params
 from drsan_jax.training import parallel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,6 +78,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--patch", type=int, default=48, help="LR patch side (paper: 48)")
     p.add_argument("--conv_impl", default="auto",
                    help="auto, xla or im2col (drsan_jax.models.conv)")
+    p.add_argument("--dtype", default="float32", choices=DTYPES,
+                   help="the model's compute dtype (config.model.dtype); parameters, loss and "
+                        "output stay float32")
+    p.add_argument("--infer_scale", type=int, default=None,
+                   help="scale of the model the infer section times (default --scale)")
     p.add_argument("--cpu_devices", type=int, default=None,
                    help="CPU devices (default: drsan_jax.runtime's, one per core)")
     p.add_argument("--warmup", type=int, default=2)
@@ -98,6 +106,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "--sections train,infer (eval and data read the real data sets)")
     args = p.parse_args(argv)
     args.model_options = {}
+    args.infer_scale = args.infer_scale or args.scale
     args.infer_sizes = INFER_SIZES
     args.peak_n, args.peak_repeats = 2048, 5
     if args.smoke:
@@ -308,7 +317,8 @@ _STARTUP_CHILD = textwrap.dedent("""
     from drsan_jax.models import build_model, init_params
     import optax
     t1 = time.perf_counter()
-    model = build_model({variant!r}, {scale}, conv_impl={conv_impl!r}, **{options!r})
+    model = build_model({variant!r}, {scale}, conv_impl={conv_impl!r},
+                        dtype=getattr(jax.numpy, {dtype!r}), **{options!r})
     params = init_params(model, jax.random.key(0))
     jax.block_until_ready(params)
     t2 = time.perf_counter()
@@ -328,7 +338,8 @@ _STARTUP_CHILD = textwrap.dedent("""
 
 def bench_startup(args, out: dict) -> None:
     code = _STARTUP_CHILD.format(batch=args.batch, variant=args.variant, scale=args.scale,
-                                 conv_impl=args.conv_impl, options=args.model_options,
+                                 conv_impl=args.conv_impl, dtype=args.dtype,
+                                 options=args.model_options,
                                  patch=args.patch,
                                  hr=args.patch * args.scale)
     cache = tempfile.mkdtemp(prefix="drsan_bench_cache_")
@@ -423,6 +434,10 @@ def find_torch_python(explicit: str | None) -> str | None:
 
 
 def bench_torch(args, out: dict) -> None:
+    if args.dtype != "float32" or args.infer_scale != args.scale:
+        out["torch_note"] = (f"skipped: the PyTorch peer times float32 at --scale only "
+                             f"(--dtype {args.dtype}, --infer_scale {args.infer_scale})")
+        return
     python = find_torch_python(args.torch_python)
     if not TORCH_PEER.exists() or python is None:
         out["torch_note"] = (f"skipped: peer {TORCH_PEER} "
@@ -466,7 +481,7 @@ def ratios(out: dict) -> dict:
 
 def table(out: dict) -> str:
     lines = [f"DRSAN-{out['variant']} x{out['scale']} on {out['device']} "
-             f"({out['devices']} device(s), conv_impl={out['conv_impl']}), "
+             f"({out['devices']} device(s), conv_impl={out['conv_impl']}, {out['dtype']}), "
              f"load {out['load_start']} at start"]
 
     def peer(mode, key, size=None):
@@ -492,7 +507,8 @@ def table(out: dict) -> str:
         ]
     if "infer_median_s" in out:
         one = out["infer_one_device_median_s"]
-        lines.append(f"  {'inference (ms/image)':24}{'JAX':>9}{'torch':>10}{'compile':>10}"
+        label = f"inference x{out['infer_scale']} (ms/image)"
+        lines.append(f"  {label:24}{'JAX':>9}{'torch':>10}{'compile':>10}"
                      f"{'JAX compile (s)':>17}{'JAX one device':>16}")
         for key, seconds in out["infer_median_s"].items():
             tm = [peer(m, "infer_median_s", key) for m in ("eager", "compile")]
@@ -529,19 +545,29 @@ def main(argv=None) -> None:
     # First, before anything touches a device: the CPU device count and the compilation cache.
     settings = runtime.configure(batch_size=args.batch, cpu_devices=args.cpu_devices)
     out = {
-        "variant": args.variant, "scale": args.scale, "batch": args.batch, "patch": args.patch,
+        "variant": args.variant, "scale": args.scale, "dtype": args.dtype,
+        "infer_scale": args.infer_scale, "batch": args.batch, "patch": args.patch,
         "device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
         "devices": jax.device_count(), "conv_impl": conv.resolve_impl(args.conv_impl),
         "runtime": settings.__dict__, "jax": jax.__version__, "load_start": load(),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "model_options": args.model_options,
     }
-    model = build_model(args.variant, args.scale, conv_impl=args.conv_impl, **args.model_options)
+
+    def make_model(scale: int):
+        return build_model(args.variant, scale, conv_impl=args.conv_impl,
+                           dtype=getattr(jnp, args.dtype), **args.model_options)
+
+    model = make_model(args.scale)
     params = init_params(model, jax.random.key(0))
     if "train" in args.sections:
         bench_train(args, model, params, out)
     if "infer" in args.sections:
-        bench_infer(args, model, params, out)
+        infer_model, infer_params = model, params
+        if args.infer_scale != args.scale:
+            infer_model = make_model(args.infer_scale)
+            infer_params = init_params(infer_model, jax.random.key(0))
+        bench_infer(args, infer_model, infer_params, out)
     if "eval" in args.sections:
         bench_eval(args, model, params, out)
     if "data" in args.sections:

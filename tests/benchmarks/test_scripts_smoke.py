@@ -10,6 +10,7 @@ arguments (its weight mapping is tested in test_torch_equivalence.py).
 """
 
 import json
+import math
 import os
 import re
 import shlex
@@ -19,18 +20,23 @@ import sys
 import pytest
 from conftest import REPO, lr_crop, make_benchmark
 
-from drsan_jax.data import read_image
+from drsan_jax.data import read_image, write_image
 
 BENCHMARKS = REPO / "benchmarks"
 TIMEOUT_S = 300
 LINES = re.MULTILINE  # ^ and $ at every line of the output
 
 
-def run_script(name: str, *args: str, expect_rc: int = 0) -> subprocess.CompletedProcess:
-    """`python benchmarks/<name> <args>` from the repository root; its exit code checked."""
+def run_script(name: str, *args: str, expect_rc: int = 0,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python benchmarks/<name> <args>` from the repository root; its exit code checked.
+
+    A .sh script runs with bash, and PYTHON set to this interpreter; env adds variables.
+    """
     # No persistent compilation cache written from tests (the scripts call runtime.configure()).
-    env = dict(os.environ, DRSAN_JAX_CACHE_DIR="none")
-    proc = subprocess.run([sys.executable, str(BENCHMARKS / name), *args], cwd=REPO, env=env,
+    env = dict(os.environ, DRSAN_JAX_CACHE_DIR="none", PYTHON=sys.executable, **(env or {}))
+    runner = ["bash"] if name.endswith(".sh") else [sys.executable]
+    proc = subprocess.run([*runner, str(BENCHMARKS / name), *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
     assert proc.returncode == expect_rc, (
         f"{name} {' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}"
@@ -56,6 +62,7 @@ def test_bench_smoke():
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["model_options"] == {"features": 8, "num_blocks": 1, "num_groups": 1}
     assert (out["batch"], out["patch"]) == (2, 8)
+    assert (out["dtype"], out["infer_scale"]) == ("float32", 2)  # the defaults
     for key in ("train_compile_s", "train_step_median_s", "train_step_cpu_s",
                 "train_patches_per_s", "train_gflop_per_step", "train_gflops", "peak_gflops",
                 "train_fraction_of_peak", "peak_rss_mib", "load_end", "devices", "conv_impl"):
@@ -66,6 +73,101 @@ def test_bench_smoke():
     assert out["torch_note"].startswith("skipped: ") and out["ratios"] == {}
     assert not any(k.startswith(("eval_", "data_", "startup_")) for k in out)
     assert proc.stderr.splitlines()[0].startswith("DRSAN-32s x2 on ")  # the table
+
+
+@pytest.fixture(scope="module")
+def gpu_check_data(shared_data, tmp_path_factory):
+    """A --data_dir as gpu_check.py reads it: four T91 and one BSD200 training images, and a
+    Set5 and a Set14 of two 48x48 crops each (their LR made by bicubic)."""
+    root = tmp_path_factory.mktemp("gpu_check_data")
+    for name, count in (("T91", 4), ("BSD200", 1)):
+        (root / "train" / name).mkdir(parents=True)
+        for path in sorted((shared_data / "train" / name).iterdir())[:count]:
+            (root / "train" / name / path.name).symlink_to(path)
+    for name in ("Set5", "Set14"):
+        for path in sorted((shared_data / "benchmark" / "HR" / name).glob("*.png"))[:2]:
+            write_image(root / "benchmark" / "HR" / name / path.name, read_image(path)[:48, :48])
+    return root
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke(gpu_check_data, tmp_path):
+    out = tmp_path / "out"
+    proc = run_script("gpu_check.py", "--smoke", "--data_dir", str(gpu_check_data),
+                      "--cache_dir", str(tmp_path / "cache"), env={"OUT": str(out)})
+    result = json.loads((out / "gpu_check.json").read_text())
+    assert result["failures"] == [] and result["smoke"] is True
+    assert result["device"]["gpu_found"] is False and result["device"]["backend"] == "cpu"
+    assert "gpu_check: no GPU found: JAX's backend is cpu" in proc.stderr
+    assert set(result["stage_s"]) == {"device", "bench", "data", "train"}
+    assert all(positive(s) for s in result["stage_s"].values())
+    assert result["paper"]["b100_x4_ms"] == {"32s": 8.3, "48m": 13.3}
+
+    [run] = result["bench"]
+    assert (run["variant"], run["dtype"], run["conv_impl"]) == ("32s", "bfloat16", "xla")
+    for key in ("train_steps_per_s", "train_patches_per_s", "train_compile_s", "x4_ms"):
+        assert positive(run[key]), key
+    assert run["paper_b100_x4_ms"] == 8.3
+    assert math.isclose(run["x4_ms_over_paper"], run["x4_ms"] / 8.3)
+    bench = run["bench"]  # bench.py's own JSON, whole
+    assert (bench["dtype"], bench["scale"], bench["infer_scale"]) == ("bfloat16", 2, 4)
+    assert run["x4_lr_size"] == "24x16" and list(bench["infer_median_s"]) == ["24x16"]
+    assert math.isclose(run["train_steps_per_s"], 1 / bench["train_step_median_s"])
+
+    assert result["data"]["images"] == 5 and positive(result["data"]["batches_per_s"])
+
+    train = result["train"]
+    assert (train["num_train_steps"], train["final_step"], train["returncode"]) == (4, 4, 0)
+    assert train["completed"] is True and "interrupted" not in train
+    assert train["planned_steps"] >= 4 and positive(train["planned_rate_steps_per_s"])
+    for key in ("steps_per_s", "patches_per_s", "final_loss", "wall_s", "checkpoint_params",
+                "overhead_s_measured", "rate_factor_measured"):
+        assert positive(train[key]), key
+    assert sorted(train["val_psnr"]) == ["Set14", "Set5"]
+    assert all(positive(v) for v in train["val_psnr"].values())
+    checkpoint = out / "train" / "checkpoints" / "4"
+    assert train["checkpoint"] == str(checkpoint) and train["checkpoint_weights"] == "params_ema"
+    assert (checkpoint / "params").is_dir() and (checkpoint / "params_ema").is_dir()
+    assert "train.py --config configs/short_budget.py" in train["resume_command"]
+    assert "--config.num_train_steps=4" in train["resume_command"]
+    assert sorted(p.name for p in (out / "logs").iterdir()) == [
+        "bench_32s_bfloat16.log", "device.log", "train.log"]
+
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("GPU check (--smoke) on cpu ")
+    assert re.match(r"  32s   bfloat16 +[\d.]+ +[\d.]+ +[\d.]+ +8\.3 +[\d.]+   24x16$", lines[2])
+    assert lines[-2:] == ["no stage failed", f"wrote {out / 'gpu_check.json'}"]
+
+
+@pytest.mark.slow
+def test_gpu_check_reports_each_failure(tmp_path):
+    # Without a GPU the normal mode refuses; the JSON says why.
+    out = tmp_path / "refused"
+    proc = run_script("gpu_check.sh", "--out", str(out), expect_rc=2,
+                      env={"JAX_PLATFORMS": "cpu", "OUT": ""})
+    result = json.loads((out / "gpu_check.json").read_text())
+    assert result["device"]["gpu_found"] is False and list(result["stage_s"]) == ["device"]
+    [failure] = result["failures"]
+    assert failure.startswith("device: no GPU found: JAX's backend is cpu")
+    assert f"gpu_check: {failure.replace(': ', ' failed: ', 1)}" in proc.stderr.splitlines()
+    # In --smoke, with no time for the bench and no data: each stage after the device fails in
+    # one line of its own, and the exit status says so.
+    out = tmp_path / "failed"
+    proc = run_script("gpu_check.py", "--smoke", "--out", str(out), "--budget_min", "0.001",
+                      "--data_dir", str(tmp_path / "missing"), expect_rc=1, env={"OUT": ""})
+    result = json.loads((out / "gpu_check.json").read_text())
+    stages = [failure.split(":")[0] for failure in result["failures"]]
+    assert stages == ["bench_32s_bfloat16", "data", "train"]
+    assert result["bench"][0]["error"].startswith("not run: the bench share of the budget")
+    assert "missing" in result["data"]["error"]
+    assert result["train"]["error"].startswith("not run: no measured step rate")
+    errors = [line for line in proc.stderr.splitlines() if " failed: " in line]
+    assert errors == [f"gpu_check: {f.replace(': ', ' failed: ', 1)}" for f in result["failures"]]
+    assert proc.stdout.splitlines()[-4:-1] == [f"FAILED {f}" for f in result["failures"]]
 
 
 def test_bench_rejects_unknown_sections():
