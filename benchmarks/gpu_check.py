@@ -455,8 +455,8 @@ def training_results(workdir: Path, steps: int, batch: int) -> dict:
         scalars = events.read_scalars(workdir)
         rates = scalars.get(events.TRAIN_STEPS_PER_SEC)
         if rates is not None:
-            # The first progress window includes the first step's compilation.
-            out["steps_per_s"] = statistics.median((rates[1:] if len(rates) > 1 else rates)[:, 2])
+            # The first step (its compilation included) is logged without a rate.
+            out["steps_per_s"] = statistics.median(rates[:, 2])
             out["patches_per_s"] = batch * out["steps_per_s"]
         if events.TRAIN_LOSS in scalars:
             out["final_loss"] = float(scalars[events.TRAIN_LOSS][-1, 2])
