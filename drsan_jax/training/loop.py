@@ -53,13 +53,13 @@ from drsan_jax.training import workdir as workdirs
 from drsan_jax.training.config import check_config, model_config, small_patch_warning
 from drsan_jax.training.config import val_datasets as configured_val_datasets
 from drsan_jax.training.optim import create_optimizer, learning_rate_schedule
-from drsan_jax.training.stopping import StopRequests, TrainingStopped
 from drsan_jax.training.step import (
     TrainState,
     copy_replicated,
     create_train_state,
     train_step,
 )
+from drsan_jax.training.stopping import StopRequests, TrainingStopped
 from drsan_jax.training.warm_start import params_from_checkpoint
 from drsan_jax.weights import checkpoints
 

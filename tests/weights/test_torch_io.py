@@ -10,11 +10,11 @@ assume a little-endian host), and the legacy reader is also checked on real torc
 from __future__ import annotations
 
 import json
-import tracemalloc
-import zipfile
 import os
 import pickle
 import struct
+import tracemalloc
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
