@@ -267,3 +267,16 @@ def test_recipe_study_runs_sh_names_real_files_and_config_fields(configs_module)
               if w.startswith("--config.")}
     config = configs_module.get_config()
     assert fields and not fields - set(config.keys()), fields - set(config.keys())
+
+
+def test_xla_conv_probe_smoke():
+    proc = run_script("xla_conv_probe.py", "--smoke", "--json")
+    result = json.loads(proc.stdout)
+    assert set(result["impls"]) == {"xla", "im2col"}
+    for counts in result["impls"].values():
+        # Every convolution and dot of the gradient is found somewhere.
+        assert counts["convolutions_in_ynn"] + counts["convolutions_in_xla"] > 0
+        assert all(isinstance(v, int) and v >= 0 for v in counts.values())
+    # im2col computes the weight gradients as dots: more of them than XLA's own path.
+    assert result["impls"]["im2col"]["dots_in_xla"] + result["impls"]["im2col"]["dots_in_ynn"] \
+        > result["impls"]["xla"]["dots_in_xla"] + result["impls"]["xla"]["dots_in_ynn"]
