@@ -95,7 +95,7 @@ def test_family_figures_and_table_come_from_eval_json(ema_run, benchmark, tmp_pa
     run = plots.load_run(ema_run)
     assert run["curve_steps"] == [3.0, 6.0] and run["weights"] == "params_ema"
     assert np.all(np.diff(run["curve_seconds"]) > 0)
-    assert run["loss_steps"] == [2.0, 4.0, 6.0] and all(loss > 0 for loss in run["loss"])
+    assert run["loss_steps"] == [1.0, 2.0, 4.0, 6.0] and all(loss > 0 for loss in run["loss"])
     assert np.all(np.diff(run["loss_seconds"]) > 0)
     assert run["loss_seconds"][-1] == pytest.approx(run["curve_seconds"][-1])
     assert plots.time_unit(600) == (60.0, "minutes") and plots.time_unit(4 * 3600)[1] == "hours"
