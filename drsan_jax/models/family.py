@@ -57,6 +57,11 @@ class Family:
         the like); their defaults are the module's.
       init: "glorot" (TensorFlow's default) or "torch" (PyTorch's `nn.Conv2d` default).
       scales: the scales the family is built for.
+      padded_batches_exact: whether a padded batch with its validity mask computes exactly
+        what each image computes alone. False for families whose output depends on the
+        image's size as a whole (SMFANet's per-image variance, SAFMN's pooling grid and GRN):
+        their modules refuse a mask, inference runs each image at its own shape
+        (`inference.Predictor` switches to exact shapes), and tiled upscaling is approximate.
       description: one line for tables and logs.
     """
 
@@ -67,6 +72,7 @@ class Family:
     option_fields: tuple[str, ...] = ()
     init: str = "glorot"
     scales: tuple[int, ...] = SCALES
+    padded_batches_exact: bool = True
     description: str = ""
 
     def model_name(self, variant: str) -> str:

@@ -7,7 +7,8 @@
 
 Model names are the families' variants as `Family.model_name` spells them: `drsan-32s` ...
 `drsan-48m`, `dran`, `dran-s`, `edsr-baseline`, `edsr`, `mdsr-baseline`, `mdsr`, `lesrcnn`,
-`lesrcnn-s`; `MODEL_NAMES` lists them in that order.
+`lesrcnn-s`, `smfanet`, `smfanet-plus`, `span`, `span-tiny`, `safmn`, `safmn-ntire`;
+`MODEL_NAMES` lists them in that order.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from typing import Any
 
 import flax.linen as nn
 
-from drsan_jax.models import dran, drsan, edsr, lesrcnn, mdsr
+from drsan_jax.models import dran, drsan, edsr, lesrcnn, mdsr, safmn, smfanet, span
 from drsan_jax.models.family import Family
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
-    drsan.FAMILY, dran.FAMILY, edsr.FAMILY, mdsr.FAMILY, lesrcnn.FAMILY)}
+    drsan.FAMILY, dran.FAMILY, edsr.FAMILY, mdsr.FAMILY, lesrcnn.FAMILY, smfanet.FAMILY,
+    span.FAMILY, safmn.FAMILY)}
 
 # Public model name -> (family, variant).
 _NAMES: dict[str, tuple[Family, str]] = {
