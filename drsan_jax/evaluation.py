@@ -151,7 +151,8 @@ def evaluate(
             "method": method,
             "model": describe_model(model) if method == "model" else None,
             "self_ensemble": self_ensemble,
-            "exact_shapes": exact_shapes,
+            # The predictor's: whole-image families always run at their own shapes.
+            "exact_shapes": predictor.exact_shapes if predictor else exact_shapes,
             "checkpoint": None,
             "step": None,
             "data_dir": str(data_dir.resolve()),

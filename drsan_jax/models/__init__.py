@@ -48,6 +48,7 @@ from drsan_jax.models.registry import (
     build_model,
     family_of,
     get_family,
+    padded_batches_exact,
     resolve,
 )
 from drsan_jax.models.schema import (
@@ -89,6 +90,7 @@ __all__ = [
     "model_name",
     "normalize_model_config",
     "num_paths",
+    "padded_batches_exact",
     "param_shapes",
     "path_index",
     "resolve",

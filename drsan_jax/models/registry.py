@@ -64,6 +64,15 @@ def family_of(model: nn.Module) -> Family:
     raise ValueError(f"{type(model).__name__} is not a model of a registered family")
 
 
+def padded_batches_exact(model: nn.Module) -> bool:
+    """Whether `model`'s family computes a padded, masked batch exactly (`Family`); True for a
+    module outside the registry, which the caller vouches for."""
+    try:
+        return family_of(model).padded_batches_exact
+    except ValueError:
+        return True
+
+
 def build_model(name: str = "32s", scale: int = 2, **overrides: Any) -> nn.Module:
     """Builds a published model.
 
@@ -87,4 +96,5 @@ def build_model(name: str = "32s", scale: int = 2, **overrides: Any) -> nn.Modul
     return family.module(scale=scale, **{**family.variants[variant], **overrides})
 
 
-__all__ = ["FAMILIES", "MODEL_NAMES", "build_model", "family_of", "get_family", "resolve"]
+__all__ = ["FAMILIES", "MODEL_NAMES", "build_model", "family_of", "get_family",
+           "padded_batches_exact", "resolve"]
