@@ -52,7 +52,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from drsan_jax import cli, device_memory, files, model_card, onnx_runtime
+from drsan_jax import cli, device_memory, files, model_card, models, onnx_runtime
 from drsan_jax.weights import loading, shipped
 
 FORMATS = ("onnx", "tflite", "stablehlo")
@@ -137,8 +137,9 @@ def inference_fn(inference_model: Any, layout: str = "nhwc", precision: str = "f
       (fn, model): fn closes over the parameters, which become constants of the export;
       model is the module it applies.
     """
-    model = inference_model.model.clone(conv_impl="xla")
-    params = inference_model.params
+    # A training-form model (SPAN's branches) is exported folded, as its authors deploy it.
+    model, params = models.deploy(inference_model.model, inference_model.params)
+    model = model.clone(conv_impl="xla")
     if precision == "fp16":
         model = model.clone(dtype=jnp.float16, param_dtype=jnp.float16)
         params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float16), params)

@@ -49,7 +49,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from drsan_jax.data.image_io import to_model_input
 from drsan_jax.data.transforms import NUM_TRANSFORMS, inverse_transform, transform
-from drsan_jax.models import padded_batches_exact
+from drsan_jax.models import deploy, padded_batches_exact
 
 # The bucket sizes live with the other shapes the network runs at (JAX-free, for every backend).
 from drsan_jax.upscaling.shapes import MIN_BUCKET, bucket_shape, bucket_size
@@ -182,6 +182,8 @@ class Predictor:
             raise ValueError(
                 f"max_batch_pixels must be a positive integer, got {max_batch_pixels!r}")
         exact_shapes = exact_shapes or not padded_batches_exact(model)
+        # A training-form model (SPAN's branches) runs folded: the same function, cheaper.
+        model, params = deploy(model, params)
         self.model = model
         # Once on the device, not at every call (arrays already placed or sharded stay as they are).
         self.params = jax.device_put(params)

@@ -20,7 +20,8 @@ Conventions every family module follows, so that this record is all the pipeline
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import flax.linen as nn
 
@@ -62,6 +63,9 @@ class Family:
         image's size as a whole (SMFANet's per-image variance, SAFMN's pooling grid and GRN):
         their modules refuse a mask, inference runs each image at its own shape
         (`inference.Predictor` switches to exact shapes), and tiled upscaling is approximate.
+      deploy: (model, params) -> (model, params) of the inference form, for a family with a
+        training form that differs (SPAN's re-parameterised branches, folded); None: the
+        trained model is the deployed one. `models.deploy` applies it.
       description: one line for tables and logs.
     """
 
@@ -73,6 +77,7 @@ class Family:
     init: str = "glorot"
     scales: tuple[int, ...] = SCALES
     padded_batches_exact: bool = True
+    deploy: Callable[[nn.Module, Any], tuple[nn.Module, Any]] | None = None
     description: str = ""
 
     def model_name(self, variant: str) -> str:

@@ -73,6 +73,16 @@ def padded_batches_exact(model: nn.Module) -> bool:
         return True
 
 
+def deploy(model: nn.Module, params: Any) -> tuple[nn.Module, Any]:
+    """`model` and `params` in their family's inference form (`Family.deploy`): a training-form
+    SPAN folded; any other model as it is."""
+    try:
+        family = family_of(model)
+    except ValueError:
+        return model, params
+    return (model, params) if family.deploy is None else family.deploy(model, params)
+
+
 def build_model(name: str = "32s", scale: int = 2, **overrides: Any) -> nn.Module:
     """Builds a published model.
 
@@ -96,5 +106,5 @@ def build_model(name: str = "32s", scale: int = 2, **overrides: Any) -> nn.Modul
     return family.module(scale=scale, **{**family.variants[variant], **overrides})
 
 
-__all__ = ["FAMILIES", "MODEL_NAMES", "build_model", "family_of", "get_family",
+__all__ = ["FAMILIES", "MODEL_NAMES", "build_model", "deploy", "family_of", "get_family",
            "padded_batches_exact", "resolve"]

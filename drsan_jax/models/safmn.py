@@ -35,7 +35,11 @@ import jax.numpy as jnp
 from drsan_jax.models import layers
 from drsan_jax.models.family import SCALES, UPSAMPLER, Family
 from drsan_jax.models.layers import gelu
-from drsan_jax.models.resampling import adaptive_max_pool, bilinear_upscale, nearest_resize
+from drsan_jax.models.resampling import (
+    adaptive_max_pool,
+    bilinear_upscale,
+    nearest_resize,
+)
 
 Dtype = Any
 LEVELS = 4  # SAFM's chunks: full resolution and three pooled levels
@@ -138,8 +142,8 @@ class AttBlock(nn.Module):
 
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
-        sub = dict(features=self.features, ntire2023=self.ntire2023, dtype=self.dtype,
-                   param_dtype=self.param_dtype, conv_impl=self.conv_impl)
+        sub = {"features": self.features, "ntire2023": self.ntire2023, "dtype": self.dtype,
+               "param_dtype": self.param_dtype, "conv_impl": self.conv_impl}
 
         def norm(name, x):
             return x if self.ntire2023 else ChannelLayerNorm(self.param_dtype, name=name)(x)

@@ -108,8 +108,8 @@ class FMB(nn.Module):
 
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
-        sub = dict(features=self.features, dtype=self.dtype, param_dtype=self.param_dtype,
-                   conv_impl=self.conv_impl)
+        sub = {"features": self.features, "dtype": self.dtype,
+               "param_dtype": self.param_dtype, "conv_impl": self.conv_impl}
         h = SMFA(**sub, name="smfa")(l2_normalize(h)) + h
         return PCFN(**sub, name="pcfn")(l2_normalize(h)) + h
 
@@ -157,8 +157,8 @@ class SMFANet(nn.Module):
         layers.check_unmasked("SMFANet", mask)
         layers.check_min_side("SMFANet", lq, POOL)
         c, s = self.features, self.scale
-        sub = dict(features=c, dtype=self.dtype, param_dtype=self.param_dtype,
-                   conv_impl=self.conv_impl)
+        sub = {"features": c, "dtype": self.dtype, "param_dtype": self.param_dtype,
+               "conv_impl": self.conv_impl}
         f0 = layers.conv(self, c, 3, "to_feat", init="torch", in_features=3)(
             lq.astype(self.dtype))
         h = f0

@@ -16,8 +16,8 @@ before the first convolution, whose zero padding sees the shifted, scaled tensor
 
 Each Conv3XC is, for training (`reparam=True`), the sum of a 1x1 skip and a 1x1 -> 3x3
 ('VALID', on the input zero-padded by one) -> 1x1 chain of doubled width; deployed, it is the
-one 3x3 convolution those branches fold to (`drsan_jax.models.reparam`), which is what the
-released files hold. Every convolution has a bias. No pooling or per-image statistic: a padded,
+one 3x3 convolution those branches fold to (`fold_conv3xc`, `deploy`), which is what the
+released files hold; inference and export fold a training-form model first. Every convolution has a bias. No pooling or per-image statistic: a padded,
 masked batch is exact, and so is tiling with 21 LR pixels of overlap.
 """
 
@@ -29,6 +29,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from drsan_jax.models import layers
 from drsan_jax.models.family import SCALES, UPSAMPLER, Family
@@ -100,8 +101,8 @@ class SPAN(nn.Module):
     Attributes:
       scale: upscaling factor, 2, 3 or 4.
       features: channels C (28 for the NTIRE 2024 entry, 26 for SPAN-tiny, 48 in the paper).
-      reparam: the training form, every Conv3XC as its branches (`models.reparam.fold_span`
-        turns its parameters into the deployed model's).
+      reparam: the training form, every Conv3XC as its branches (`deploy` turns it and its
+        parameters into the deployed model).
       dtype: computation dtype; the output is float32.
       param_dtype: parameter dtype.
       conv_impl: "auto", "xla" or "im2col" (`drsan_jax.models.conv`).
@@ -128,23 +129,63 @@ class SPAN(nn.Module):
         """Super-resolves a batch: (B, H, W, 3) in [0, 1] -> (B, sH, sW, 3) float32."""
         layers.check_input("SPAN", lq, mask)
         c, s = self.features, self.scale
-        sub = functools.partial(dict, features=c, reparam=self.reparam, dtype=self.dtype,
-                                param_dtype=self.param_dtype, conv_impl=self.conv_impl)
+        sub = {"features": c, "reparam": self.reparam, "dtype": self.dtype,
+               "param_dtype": self.param_dtype, "conv_impl": self.conv_impl}
         mean = jnp.asarray(layers.DIV2K_RGB_MEAN, jnp.float32)
         x = masked((lq.astype(jnp.float32) - mean) * RGB_RANGE, mask).astype(self.dtype)
-        f0 = Conv3XC(**sub(), name="conv_1")(x, mask)
+        f0 = Conv3XC(**sub, name="conv_1")(x, mask)
         b, a1 = f0, None
         blocks = []
         for i in range(1, NUM_BLOCKS + 1):
-            b, a1 = SPAB(**sub(), name=f"block_{i}")(b, mask)
+            b, a1 = SPAB(**sub, name=f"block_{i}")(b, mask)
             blocks.append(b)
-        t6 = Conv3XC(**sub(), name="conv_2")(b, mask)
+        t6 = Conv3XC(**sub, name="conv_2")(b, mask)
         cat = jnp.concatenate([f0, t6, blocks[0], a1], axis=-1)  # (B, H, W, 4C)
         u = masked(layers.conv(self, c, 1, "conv_cat", init="torch", in_features=4 * c)(cat),
                    mask)
         y = layers.conv(self, 3 * s * s, 3, UPSAMPLER, init="torch", in_features=c)(u)
         y = layers.depth_to_space(masked(y, mask), s, "torch")  # (B, sH, sW, 3)
         return masked(y, layers.upsample_mask(mask, s)).astype(jnp.float32)
+
+
+def fold_conv3xc(branches: dict[str, Any]) -> dict[str, Any]:
+    """The `eval_conv` {kernel, bias} that one training-form Conv3XC's branches compute.
+
+    With w1, w3 the 1x1 kernels as (in, out) matrices and w2 the 3x3 kernel (HWIO):
+        W[kh, kw] = w1 @ w2[kh, kw] @ w3, plus the skip's w_sk at the centre tap;
+        b = (b2 + b1 @ sum_{kh, kw} w2[kh, kw]) @ w3 + b3 + b_sk.
+    b1 reaches every tap because training pads before conv_0 (see `Conv3XC`): the fold is
+    exact at the border too. Computed in float64, returned in the branches' dtype.
+    """
+    def f64(name, leaf):
+        return np.asarray(branches[name][leaf], np.float64)
+
+    w1 = f64("conv_0", "kernel")[0, 0]  # (in, 2 in)
+    w2 = f64("conv_1", "kernel")  # (3, 3, 2 in, 2 out)
+    w3 = f64("conv_2", "kernel")[0, 0]  # (2 out, out)
+    kernel = np.einsum("in,hwnm,mo->hwio", w1, w2, w3)
+    kernel[1, 1] += f64("sk", "kernel")[0, 0]
+    inner = f64("conv_1", "bias") + np.einsum("n,hwnm->m", f64("conv_0", "bias"), w2)
+    bias = inner @ w3 + f64("conv_2", "bias") + f64("sk", "bias")
+    dtype = np.asarray(branches["sk"]["kernel"]).dtype
+    return {"kernel": kernel.astype(dtype), "bias": bias.astype(dtype)}
+
+
+def deploy(model: SPAN, params: dict[str, Any]) -> tuple[SPAN, dict[str, Any]]:
+    """The deployed model and parameters of a training-form SPAN (itself if already deployed).
+
+    Every Conv3XC's branches become its folded `eval_conv` (`fold_conv3xc`); the outputs agree
+    to float32 rounding.
+    """
+    if not model.reparam:
+        return model, params
+
+    def fold(tree):
+        if "sk" in tree:
+            return {"eval_conv": fold_conv3xc(tree)}
+        return {k: fold(v) if isinstance(v, dict) else v for k, v in tree.items()}
+
+    return model.clone(reparam=False), fold(jax.tree.map(np.asarray, dict(params)))
 
 
 FAMILY = Family(
@@ -154,7 +195,8 @@ FAMILY = Family(
     size_fields=("features",),
     option_fields=("reparam",),
     init="torch",
+    deploy=deploy,
     description="SPAN (Wan et al., CVPRW 2024), NTIRE 2024 files; reparam: training form",
 )
 
-__all__ = ["FAMILY", "SPAB", "SPAN", "Conv3XC", "VARIANTS"]
+__all__ = ["FAMILY", "SPAB", "SPAN", "VARIANTS", "Conv3XC", "deploy", "fold_conv3xc"]

@@ -139,8 +139,7 @@ def test_output_shapes_at_odd_sizes(name):
 
 @pytest.mark.parametrize("name", WHOLE_IMAGE)
 def test_whole_image_families_refuse_masks_and_tiny_inputs(name):
-    family, _ = resolve(name)
-    assert not family.padded_batches_exact
+    assert not resolve(name)[0].padded_batches_exact
     model = build_model(name, 2)
     shapes = param_shapes(model)
     x = jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32)

@@ -91,7 +91,7 @@ def bilinear(x, s):
         m = np.zeros((n * s, n))
         for d in range(n * s):
             src = max((d + 0.5) / s - 0.5, 0.0)
-            i = int(math.floor(src))
+            i = math.floor(src)
             m[d, i] += 1 - (src - i)
             m[d, min(i + 1, n - 1)] += src - i
         return m
