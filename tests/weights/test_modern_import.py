@@ -15,6 +15,8 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.special import erf
 
+from test_torch_io import safetensors_bytes
+
 import drsan_jax
 from drsan_jax.data import read_image
 from drsan_jax.weights import torch_io
@@ -197,3 +199,62 @@ def test_released_file_equals_the_specification(shared_data, benchmark_dir, name
     reference = REFERENCES[folder](state, lq.transpose(2, 0, 1).astype(np.float64), scale)
     assert ours.shape == (21 * scale, 19 * scale, 3)
     np.testing.assert_allclose(ours, reference.transpose(1, 2, 0), atol=1e-5)
+
+
+def _training_span_state(features, scale, rng):
+    """A made-up training checkpoint under the authors' keys: every Conv3XC's branches, and a
+    stale `eval_conv` (zeros) as an unrefreshed checkpoint may hold."""
+    state = {}
+
+    def tensor(*shape):
+        return rng.normal(scale=0.2, size=shape).astype(np.float32)
+
+    blocks = [f"block_{b}.c{j}_r" for b in range(1, 7) for j in (1, 2, 3)]
+    convs = ["conv_1", *blocks, "conv_2"]
+    for name in convs:
+        cin = 3 if name == "conv_1" else features
+        for branch, shape in (("sk", (features, cin, 1, 1)), ("conv.0", (2 * cin, cin, 1, 1)),
+                              ("conv.1", (2 * features, 2 * cin, 3, 3)),
+                              ("conv.2", (features, 2 * features, 1, 1))):
+            state[f"{name}.{branch}.weight"] = tensor(*shape)
+            state[f"{name}.{branch}.bias"] = tensor(shape[0])
+        state[f"{name}.eval_conv.weight"] = np.zeros((features, cin, 3, 3), np.float32)
+        state[f"{name}.eval_conv.bias"] = np.zeros(features, np.float32)
+    state["conv_cat.weight"] = tensor(features, 4 * features, 1, 1)
+    state["conv_cat.bias"] = tensor(features)
+    state["upsampler.0.weight"] = tensor(3 * scale * scale, features, 3, 3)
+    state["upsampler.0.bias"] = tensor(3 * scale * scale)
+    return state, convs
+
+
+def _fold_as_specified(state, name):
+    """docs/networks/span.md's fold, in PyTorch's layout:
+    W[o, i] = sum_m sum_n w3[o, m] w2[m, n] w1[n, i] (+ w_sk[o, i] at the centre tap),
+    b[o] = sum_m w3[o, m] (b2[m] + sum_n b1[n] sum_taps w2[m, n]) + b3[o] + b_sk[o]."""
+    f = {k: state[f"{name}.{k}"].astype(np.float64) for k in
+         ("sk.weight", "sk.bias", "conv.0.weight", "conv.0.bias", "conv.1.weight",
+          "conv.1.bias", "conv.2.weight", "conv.2.bias")}
+    w1, w3 = f["conv.0.weight"][:, :, 0, 0], f["conv.2.weight"][:, :, 0, 0]
+    weight = np.einsum("om,mnhw,ni->oihw", w3, f["conv.1.weight"], w1)
+    weight[:, :, 1, 1] += f["sk.weight"][:, :, 0, 0]
+    inner = f["conv.1.bias"] + np.einsum("n,mnhw->m", f["conv.0.bias"], f["conv.1.weight"])
+    return weight, w3 @ inner + f["conv.2.bias"] + f["sk.bias"]
+
+
+def test_a_span_training_checkpoint_imports_as_its_branches(tmp_path):
+    rng = np.random.default_rng(0)
+    state, convs = _training_span_state(features=8, scale=3, rng=rng)
+    path = tmp_path / "spanx3_ch8.safetensors"
+    path.write_bytes(safetensors_bytes(state))
+    imported = drsan_jax.load(path).inference_model
+    assert imported.config["reparam"] and imported.config["features"] == 8
+    assert (imported.name, imported.scale) == ("span (features=8)", 3)
+    lq = rng.uniform(size=(11, 9, 3)).astype(np.float32)
+    with jax.default_matmul_precision("highest"):
+        ours = np.asarray(imported.model.apply({"params": imported.params}, lq[None]))[0]
+    folded = dict(state)
+    for name in convs:
+        folded[f"{name}.eval_conv.weight"], folded[f"{name}.eval_conv.bias"] = (
+            _fold_as_specified(state, name))
+    reference = span(folded, lq.transpose(2, 0, 1).astype(np.float64), 3).transpose(1, 2, 0)
+    np.testing.assert_allclose(ours, reference, rtol=0, atol=2e-6 * np.abs(reference).max())
