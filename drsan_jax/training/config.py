@@ -23,7 +23,7 @@ from drsan_jax.models import (
 from drsan_jax.training.optim import SCHEDULES
 from drsan_jax.weights import loading
 
-LOSSES = ("l1", "mse")
+LOSSES = ("l1", "mse", "l1_fft")
 
 
 def model_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
