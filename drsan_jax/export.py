@@ -244,10 +244,17 @@ def export(
       The model card written.
 
     Raises:
-      ExportError: an invalid request or a missing optional package (see `check_request`).
+      ExportError: an invalid request, a missing optional package (see `check_request`), or
+        a family whose computation follows the image size (SMFANet, SAFMN).
     """
     output = check_request(fmt, output, layout, precision, opset)
     check_dependencies(fmt)
+    if not models.padded_batches_exact(inference_model.model):
+        # The same property that rules out masks: pooled sizes that are floor divisions of the
+        # image size (SMFANet, SAFMN), which symbolic height and width do not express.
+        raise ExportError(f"{model_card.model_name(inference_model)}: its pooling grid follows "
+                          f"the image size, which an export with any height and width cannot "
+                          f"express yet; run it with JAX (drsan_jax.load, eval.py, upscale)")
     opset = DEFAULT_OPSET if opset is None else opset
     # TFLite's float16 is a storage type its converter applies to a float32 graph (a float16
     # graph fails its legalisation of the convolutions' padding).

@@ -1,6 +1,7 @@
 """What the rest of the package needs to know about a model family, declared by the family.
 
-Each family file (`drsan.py`, `dran.py`, `edsr.py`, `mdsr.py`, `lesrcnn.py`) ends with one
+Each family file (`drsan.py`, `dran.py`, `edsr.py`, `mdsr.py`, `lesrcnn.py`, `smfanet.py`,
+`span.py`, `safmn.py`) ends with one
 `FAMILY = Family(...)`; `drsan_jax.models.registry` collects them. Nothing outside `models/`
 imports a family file: training, evaluation, checkpoints, upscaling and the summary work from
 the `Family` record alone.

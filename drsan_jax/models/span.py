@@ -131,8 +131,8 @@ class SPAN(nn.Module):
         c, s = self.features, self.scale
         sub = {"features": c, "reparam": self.reparam, "dtype": self.dtype,
                "param_dtype": self.param_dtype, "conv_impl": self.conv_impl}
-        mean = jnp.asarray(layers.DIV2K_RGB_MEAN, jnp.float32)
-        x = masked((lq.astype(jnp.float32) - mean) * RGB_RANGE, mask).astype(self.dtype)
+        x = lq.astype(self.dtype)
+        x = masked((x - jnp.asarray(layers.DIV2K_RGB_MEAN, x.dtype)) * RGB_RANGE, mask)
         f0 = Conv3XC(**sub, name="conv_1")(x, mask)
         b, a1 = f0, None
         blocks = []
