@@ -134,7 +134,7 @@ def test_hr_is_cropped_to_the_sr_size(grey):
 
 
 def test_invalid_arguments(grey):
-    with pytest.raises(ValueError, match=r"'ycbcr'.*\('drsan', 'matlab', 'lesrcnn'\)"):
+    with pytest.raises(ValueError, match=r"'ycbcr'.*\('drsan', 'matlab', 'lesrcnn', 'ntire'\)"):
         metrics.evaluate_pair(grey, grey, 2, protocol="ycbcr")
     with pytest.raises(ValueError, match="SR image must be uint8"):
         metrics.evaluate_pair(grey / 255.0, grey, 2)

@@ -17,8 +17,9 @@ before the first convolution, whose zero padding sees the shifted, scaled tensor
 Each Conv3XC is, for training (`reparam=True`), the sum of a 1x1 skip and a 1x1 -> 3x3
 ('VALID', on the input zero-padded by one) -> 1x1 chain of doubled width; deployed, it is the
 one 3x3 convolution those branches fold to (`fold_conv3xc`, `deploy`), which is what the
-released files hold; inference and export fold a training-form model first. Every convolution has a bias. No pooling or per-image statistic: a padded,
-masked batch is exact, and so is tiling with 21 LR pixels of overlap.
+released files hold; inference and export fold a training-form model first. Every convolution
+has a bias. No pooling or per-image statistic: a padded, masked batch is exact, and so is
+tiling with 21 LR pixels of overlap.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.special import erf
-
 from test_torch_io import safetensors_bytes
 
 import drsan_jax
