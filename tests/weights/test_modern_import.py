@@ -257,3 +257,62 @@ def test_a_span_training_checkpoint_imports_as_its_branches(tmp_path):
             _fold_as_specified(state, name))
     reference = span(folded, lq.transpose(2, 0, 1).astype(np.float64), 3).transpose(1, 2, 0)
     np.testing.assert_allclose(ours, reference, rtol=0, atol=2e-6 * np.abs(reference).max())
+
+
+def safmn_iccv(state, x, scale):
+    """docs/networks/safmn.md, the ICCV network: LayerNorms, biases, pooling by 2, 4, 8."""
+    def c(prefix, t, **kw):
+        return conv(t, state[f"{prefix}.weight"].astype(np.float64),
+                    state[f"{prefix}.bias"].astype(np.float64), **kw)
+
+    def layer_norm(prefix, t):
+        mean = t.mean(axis=0, keepdims=True)
+        var = ((t - mean) ** 2).mean(axis=0, keepdims=True)
+        return ((t - mean) / np.sqrt(var + 1e-6) * state[f"{prefix}.weight"][:, None, None]
+                + state[f"{prefix}.bias"][:, None, None])
+
+    f0 = c("to_feat", x)
+    h = f0
+    part = h.shape[0] // 4
+    blocks = len({k.split(".")[1] for k in state if k.startswith("feats.")})
+    for i in range(blocks):
+        b = f"feats.{i}"
+        z = layer_norm(f"{b}.norm1", h)
+        _, hh, ww = z.shape
+        levels = [c(f"{b}.safm.mfr.0", z[:part], groups=part)]
+        for j in (1, 2, 3):
+            pooled = adaptive_max_pool(z[j * part:(j + 1) * part], hh // 2 ** j, ww // 2 ** j)
+            levels.append(nearest(c(f"{b}.safm.mfr.{j}", pooled, groups=part), hh, ww))
+        h = gelu(c(f"{b}.safm.aggr", np.concatenate(levels))) * z + h
+        h = c(f"{b}.ccm.ccm.2", gelu(c(f"{b}.ccm.ccm.0", layer_norm(f"{b}.norm2", h)))) + h
+    return pixel_shuffle(c("to_img.0", h + f0), scale)
+
+
+def test_a_safmn_iccv_state_dict_imports_as_the_iccv_network(tmp_path):
+    # No ICCV weights are reachable: a state dict under its keys, with random values.
+    rng = np.random.default_rng(1)
+    ch, scale = 8, 2
+    shapes = {"to_feat": (ch, 3, 3, 3), "to_img.0": (3 * scale * scale, ch, 3, 3)}
+    for i in range(2):
+        shapes.update({f"feats.{i}.safm.mfr.{j}": (ch // 4, 1, 3, 3) for j in range(4)})
+        shapes.update({f"feats.{i}.safm.aggr": (ch, ch, 1, 1),
+                       f"feats.{i}.ccm.ccm.0": (2 * ch, ch, 3, 3),
+                       f"feats.{i}.ccm.ccm.2": (ch, 2 * ch, 1, 1)})
+    state = {}
+    for name, shape in shapes.items():
+        state[f"{name}.weight"] = rng.normal(scale=0.3, size=shape).astype(np.float32)
+        state[f"{name}.bias"] = rng.normal(scale=0.1, size=shape[0]).astype(np.float32)
+    for i in range(2):
+        for norm in ("norm1", "norm2"):
+            state[f"feats.{i}.{norm}.weight"] = (1 + 0.2 * rng.normal(size=ch)).astype(np.float32)
+            state[f"feats.{i}.{norm}.bias"] = (0.1 * rng.normal(size=ch)).astype(np.float32)
+    path = tmp_path / "SAFMN_x2.safetensors"
+    path.write_bytes(safetensors_bytes(state))
+    imported = drsan_jax.load(path).inference_model
+    assert (imported.config["ntire2023"], imported.config["num_blocks"], imported.scale) == (
+        False, 2, 2)
+    lq = rng.uniform(size=(13, 11, 3)).astype(np.float32)  # 13 // 8 = 1: one uneven bin
+    with jax.default_matmul_precision("highest"):
+        ours = np.asarray(imported.model.apply({"params": imported.params}, lq[None]))[0]
+    reference = safmn_iccv(state, lq.transpose(2, 0, 1).astype(np.float64), scale)
+    np.testing.assert_allclose(ours, reference.transpose(1, 2, 0), atol=1e-5)
