@@ -260,7 +260,8 @@ def check_unmasked(family: str, mask: jax.Array | None) -> None:
 
 def check_min_side(family: str, lq: jax.Array, side: int) -> None:
     """Raises a ValueError naming the size unless both sides are at least `side` pixels."""
-    if min(lq.shape[1:3]) < side:
+    # Symbolic sizes (a shape-polymorphic export) are checked by the export's constraints.
+    if all(isinstance(d, int) for d in lq.shape[1:3]) and min(lq.shape[1:3]) < side:
         raise ValueError(f"{family} needs at least {side}x{side} LR pixels (its pooled branch "
                          f"works at 1/{side} of the size), got {lq.shape[1]}x{lq.shape[2]}")
 

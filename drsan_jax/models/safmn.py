@@ -105,7 +105,7 @@ class SAFM(nn.Module):
             t = z[..., i * part:(i + 1) * part]
             factor = 2 ** (i + 1) if self.ntire2023 else 2 ** i
             if i:
-                t = adaptive_max_pool(t, (height // factor, width // factor))
+                t = adaptive_max_pool(t, factor)
             t = layers.conv(self, part, 3, f"mfr_{i}", init="torch", in_features=1,
                             groups=part, use_bias=bias)(t)
             levels.append(nearest_resize(t, (height, width)) if i else t)

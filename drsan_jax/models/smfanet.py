@@ -64,7 +64,7 @@ class SMFA(nn.Module):
         yv = conv(2 * c, 1, "linear_0", in_features=c)(z)
         y, v = yv[..., :c], yv[..., c:]
         height, width = v.shape[1:3]
-        pooled = adaptive_max_pool(v, (height // POOL, width // POOL))
+        pooled = adaptive_max_pool(v, POOL)
         pooled = conv(c, 3, "dw_conv", in_features=1, groups=c)(pooled)
         # Unbiased (HW - 1) variance of each channel over the image, in float32.
         variance = jnp.var(v.astype(jnp.float32), axis=(1, 2), ddof=1, keepdims=True)
@@ -137,6 +137,11 @@ class SMFANet(nn.Module):
     def scales(self) -> tuple[int, ...]:
         """The one scale these parameters serve."""
         return (self.scale,)
+
+    @property
+    def min_side(self) -> int:
+        """The smallest LR side: the pooling factor."""
+        return POOL
 
     def __post_init__(self):
         layers.check_model("SMFANet", self, SCALES, ("features", "num_blocks"))

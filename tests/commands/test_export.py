@@ -300,11 +300,23 @@ def test_command_line_writes_the_file_and_its_card(tmp_path):
         (tmp_path / "m.stablehlo").read_bytes()).hexdigest()
 
 
-def test_whole_image_families_are_refused_with_one_line(shared_data, tmp_path):
+@pytest.mark.parametrize("name", ["smfanet/SMFANet_DF2K_100w_x4SR.pth",
+                                  "safmn/team15_SAFMN.pth"])
+def test_whole_image_families_export_to_stablehlo_only(shared_data, benchmark_dir, tmp_path,
+                                                       name):
+    # Their pooled sizes are floor divisions of the image size: jax.export keeps them symbolic,
+    # the ONNX converter cannot, and the ONNX request is refused with one line.
     from drsan_jax.weights.loading import load_model
 
-    model = load_model(shared_data / "weights" / "smfanet" / "SMFANet_DF2K_100w_x4SR.pth")
-    output = tmp_path / "smfanet.stablehlo"
-    with pytest.raises(export.ExportError, match="smfanet-x4: its pooling grid follows the image"):
-        export.export(model, "stablehlo", output)
-    assert not output.exists()
+    model = load_model(shared_data / "weights" / name)
+    refused = tmp_path / "model.onnx"
+    with pytest.raises(export.ExportError, match=r"-x4: its pooling grid follows the image"):
+        export.export(model, "onnx", refused)
+    assert not refused.exists()
+    path = tmp_path / "model.stablehlo"
+    export.export(model, "stablehlo", path)
+    for lq in lq_batches(benchmark_dir, 4).values():  # every crop at least 16 pixels a side
+        assert_matches_jax(run_file(path, "stablehlo", lq), jax_reference(model, lq), "fp32")
+    # Below the smallest side the file refuses to run (jax.export's shape checks).
+    with pytest.raises(ValueError):
+        run_file(path, "stablehlo", np.zeros((1, 20, 5, 3), np.float32))
