@@ -87,7 +87,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.batch_size = 16
     # Total training steps. The paper gives none; DRSAN's predecessors train for about 10^6.
     config.num_train_steps = 1_000_000
-    # Training loss: "l1" (DRSAN, DRAN, EDSR, MDSR) or "mse" (LESRCNN).
+    # Training loss: "l1" (DRSAN, DRAN, EDSR, MDSR), "mse" (LESRCNN) or "l1_fft" (L1 + 0.05 x
+    # the L1 of the images' 2-D FFTs: SAFMN, SMFANet).
     config.loss = "l1"
     # Adam learning rate at step 0.
     config.learning_rate = 2e-4

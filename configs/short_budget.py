@@ -21,7 +21,8 @@ import importlib
 import ml_collections
 
 BASES = ("drsan32s", "drsan32m", "drsan32l", "drsan48s", "drsan48m", "dran", "dran_s",
-         "edsr_baseline", "edsr", "mdsr_baseline", "mdsr", "lesrcnn", "lesrcnn_s")
+         "edsr_baseline", "edsr", "mdsr_baseline", "mdsr", "lesrcnn", "lesrcnn_s", "smfanet",
+         "smfanet_plus", "span", "safmn")
 
 
 def get_config(base: str = "drsan32s") -> ml_collections.ConfigDict:

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from drsan_jax.data.transforms import NUM_TRANSFORMS
-from drsan_jax.models import param_shapes
+from drsan_jax.models import padded_batches_exact, param_shapes
 from drsan_jax.upscaling.memory import (
     MEMORY_FRACTION,
     host_memory_budget,
@@ -28,13 +28,15 @@ _PROBE_SIDE = 64
 
 @functools.lru_cache(maxsize=None)
 def bytes_per_pixel(model: nn.Module) -> float:
-    """Device memory one padded LR pixel costs in a masked forward pass of `model`.
+    """Device memory one padded LR pixel costs in a (masked, if it takes one) pass of `model`.
 
     Measured, not estimated: XLA's buffer assignment for the compiled network at a small size
     (scratch plus output), so it follows the model's layers and the backend's kernels.
     """
     x = jax.ShapeDtypeStruct((1, _PROBE_SIDE, _PROBE_SIDE, 3), jnp.float32)
-    mask = jax.ShapeDtypeStruct((1, _PROBE_SIDE, _PROBE_SIDE, 1), jnp.float32)
+    # The families that take no mask (whole-image statistics) run, and are measured, without.
+    mask = (jax.ShapeDtypeStruct((1, _PROBE_SIDE, _PROBE_SIDE, 1), jnp.float32)
+            if padded_batches_exact(model) else None)
     apply = jax.jit(lambda p, x, m: model.apply({"params": p}, x, m))
     stats = apply.lower(param_shapes(model), x, mask).compile().memory_analysis()
     used = stats.temp_size_in_bytes + stats.output_size_in_bytes

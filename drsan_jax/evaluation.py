@@ -150,7 +150,8 @@ def evaluate(
             "method": method,
             "model": describe_model(model) if method == "model" else None,
             "self_ensemble": self_ensemble,
-            "exact_shapes": exact_shapes,
+            # The predictor's: whole-image families always run at their own shapes.
+            "exact_shapes": predictor.exact_shapes if predictor else exact_shapes,
             "checkpoint": None,
             "step": None,
             "data_dir": str(data_dir.resolve()),
@@ -260,8 +261,9 @@ def format_table(results: dict[str, Any], per_image: bool = False) -> str:
     if results["protocol"] == BOTH:
         return "\n\n".join(format_table(r, per_image) for r in results["results"].values())
     scale, protocol = results["scale"], results["protocol"]
-    lines = [f"{_method_name(results)} x{scale}, protocol {protocol}: PSNR (dB) / SSIM on Y "
-             f"(BT.601), {scale}-pixel border removed"]
+    channel = "RGB" if protocol == "ntire" else "Y (BT.601)"
+    lines = [f"{_method_name(results)} x{scale}, protocol {protocol}: PSNR (dB) / SSIM on "
+             f"{channel}, {scale}-pixel border removed"]
     if per_image:
         for name, dataset in results["datasets"].items():
             lines.append(f"{name:<24}{'PSNR':>10}{'SSIM':>9}")

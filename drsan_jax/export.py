@@ -52,7 +52,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from drsan_jax import cli, device_memory, files, model_card, onnx_runtime
+from drsan_jax import cli, device_memory, files, model_card, models, onnx_runtime
 from drsan_jax.weights import loading, shipped
 
 FORMATS = ("onnx", "tflite", "stablehlo")
@@ -137,8 +137,9 @@ def inference_fn(inference_model: Any, layout: str = "nhwc", precision: str = "f
       (fn, model): fn closes over the parameters, which become constants of the export;
       model is the module it applies.
     """
-    model = inference_model.model.clone(conv_impl="xla")
-    params = inference_model.params
+    # A training-form model (SPAN's branches) is exported folded, as its authors deploy it.
+    model, params = models.deploy(inference_model.model, inference_model.params)
+    model = model.clone(conv_impl="xla")
     if precision == "fp16":
         model = model.clone(dtype=jnp.float16, param_dtype=jnp.float16)
         params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float16), params)
@@ -206,8 +207,12 @@ def _to_tflite(fn: Callable, layout: str, precision: str) -> tuple[bytes, dict[s
                   "producer": f"tensorflow {tf.__version__} (jax2tf)"}
 
 
-def _to_stablehlo(fn: Callable, layout: str) -> tuple[bytes, dict[str, Any]]:
-    b, h, w = jax.export.symbolic_shape("b, h, w")
+def _to_stablehlo(fn: Callable, layout: str, min_side: int | None = None
+                  ) -> tuple[bytes, dict[str, Any]]:
+    # A network with a smallest input (SMFANet, SAFMN: their pooled branches) states it, so that
+    # the pooled sizes h // k are known to be positive; a smaller input is refused when called.
+    constraints = (f"h >= {min_side}", f"w >= {min_side}") if min_side else ()
+    b, h, w = jax.export.symbolic_shape("b, h, w", constraints=constraints)
     shape = (b, 3, h, w) if layout == "nchw" else (b, h, w, 3)
     exported = jax.export.export(jax.jit(fn), platforms=STABLEHLO_PLATFORMS)(
         jax.ShapeDtypeStruct(shape, jnp.float32))
@@ -243,10 +248,20 @@ def export(
       The model card written.
 
     Raises:
-      ExportError: an invalid request or a missing optional package (see `check_request`).
+      ExportError: an invalid request, a missing optional package (see `check_request`), or
+        a family whose computation follows the image size (SMFANet, SAFMN) in a format other
+        than StableHLO.
     """
     output = check_request(fmt, output, layout, precision, opset)
     check_dependencies(fmt)
+    if fmt != "stablehlo" and not models.padded_batches_exact(inference_model.model):
+        # The same property that rules out masks: pooled sizes that are floor divisions of the
+        # image size (SMFANet, SAFMN). jax.export expresses them with symbolic sizes; the ONNX
+        # and TFLite converters do not (yet).
+        raise ExportError(f"{model_card.model_name(inference_model)}: its pooling grid follows "
+                          f"the image size, which --format {fmt} cannot express with any height "
+                          f"and width yet; use --format stablehlo, or run it with JAX "
+                          f"(drsan_jax.load, eval.py, upscale)")
     opset = DEFAULT_OPSET if opset is None else opset
     # TFLite's float16 is a storage type its converter applies to a float32 graph (a float16
     # graph fails its legalisation of the convolutions' padding).
@@ -264,7 +279,7 @@ def export(
     elif fmt == "tflite":
         data, info = _to_tflite(fn, layout, precision)
     else:
-        data, info = _to_stablehlo(fn, layout)
+        data, info = _to_stablehlo(fn, layout, getattr(model, "min_side", None))
     if precision == "fp16":
         compute = ("float32 on CPU, float16 on GPU delegates" if fmt == "tflite"
                    else "float16 (DRM means in float32)")

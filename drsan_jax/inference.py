@@ -49,6 +49,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from drsan_jax.data.image_io import to_model_input
 from drsan_jax.data.transforms import NUM_TRANSFORMS, inverse_transform, transform
+from drsan_jax.models import deploy, padded_batches_exact
 
 # The bucket sizes live with the other shapes the network runs at (JAX-free, for every backend).
 from drsan_jax.upscaling.shapes import MIN_BUCKET, bucket_shape, bucket_size
@@ -134,7 +135,9 @@ class Predictor:
       params: its parameters.
       scale: the model's upscaling factor.
       self_ensemble: average the outputs of the 8 flips and quarter turns.
-      exact_shapes: run each image alone at its own shape, with no padding or mask.
+      exact_shapes: run each image alone at its own shape, with no padding or mask; always
+        for the families whose output depends on the whole image (SMFANet, SAFMN:
+        `Family.padded_batches_exact`), which take no mask.
       batch_size: most images of one bucket per call (1 in exact_shapes mode).
       max_batch_pixels: most LR pixels (padded) per call; larger buckets get smaller batches.
       precision: `jax.default_matmul_precision` for the convolutions ("highest", or None for
@@ -178,6 +181,9 @@ class Predictor:
         if not isinstance(max_batch_pixels, int) or max_batch_pixels < 1:
             raise ValueError(
                 f"max_batch_pixels must be a positive integer, got {max_batch_pixels!r}")
+        exact_shapes = exact_shapes or not padded_batches_exact(model)
+        # A training-form model (SPAN's branches) runs folded: the same function, cheaper.
+        model, params = deploy(model, params)
         self.model = model
         # Once on the device, not at every call (arrays already placed or sharded stay as they are).
         self.params = jax.device_put(params)

@@ -10,12 +10,17 @@ protocols differ in two details that move Set14 by about 0.1 dB:
   images are scored on their grey values as they are, as the common MATLAB evaluation scripts
   do. The bicubic rows published in SR papers sit within 0.02 dB of this protocol.
 
-Both round the network's output to 8-bit levels (`to_levels`). A third protocol reproduces one
+Both round the network's output to 8-bit levels (`to_levels`). Two more protocols reproduce
 authors' own scoring, for comparing with their published numbers:
 
 - "lesrcnn": the LESRCNN test script (`tcw_sample.py`): the output is *truncated* to 8 bits
   (PyTorch's `.byte()`), Y is rounded to integer levels, grey images are scored as three equal
   channels. It costs a model a few hundredths of a dB against "drsan".
+
+- "ntire": the NTIRE efficient-SR challenges' `test_demo.py` (the SPAN and SAFMN-NTIRE files'
+  authors'): PSNR on **RGB** rather than Y, the output rounded to 8 bits, grey images as three
+  equal channels, `scale` pixels shaved (the challenge's `border = 4` at its x4); SSIM is the
+  mean of the three channels' SSIMs, as that code's `calculate_ssim` does for RGB.
 
 SSIM is Wang et al. 2004 as in their reference `ssim_index.m`: 11x11 Gaussian window with
 sigma 1.5, K1 = 0.01, K2 = 0.03, L = 255, 'valid' filtering, mean of the map, no downsampling.
@@ -27,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-PROTOCOLS = ("drsan", "matlab", "lesrcnn")
+PROTOCOLS = ("drsan", "matlab", "lesrcnn", "ntire")
 # The project's own protocols (what `eval.py --protocol both` scores).
 PROJECT_PROTOCOLS = ("drsan", "matlab")
 # What the evaluation accepts (eval.py's --protocol): one protocol, or "both" to score every SR
@@ -136,10 +141,10 @@ def evaluate_pair(
       hr: ground truth, uint8, at least as large as `sr` and at most `scale - 1` pixels larger
         in each dimension (HR sizes are not always a multiple of the scale); cropped to `sr`.
       scale: the super-resolution factor; also the number of pixels removed from every border.
-      protocol: "drsan", "matlab" or "lesrcnn" (see the module docstring).
+      protocol: "drsan", "matlab", "lesrcnn" or "ntire" (see the module docstring).
 
     Returns:
-      (PSNR in dB, SSIM) on the luma channel.
+      (PSNR in dB, SSIM) on the luma channel ("ntire": on RGB).
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown evaluation protocol {protocol!r}; choose one of {PROTOCOLS}")
@@ -158,6 +163,10 @@ def evaluate_pair(
             f"only be 0 to {scale - 1} pixels larger in height and width"
         )
     hr = hr[: sr.shape[0], : sr.shape[1]]
+    if protocol == "ntire":
+        sr_rgb, hr_rgb = (_rgb(image)[scale:-scale, scale:-scale] for image in (sr, hr))
+        return psnr(sr_rgb, hr_rgb), float(np.mean([ssim(sr_rgb[..., c], hr_rgb[..., c])
+                                                    for c in range(3)]))
     sr_y, hr_y = (_luma(image, protocol) for image in (sr, hr))
     sr_y, hr_y = sr_y[scale:-scale, scale:-scale], hr_y[scale:-scale, scale:-scale]
     return psnr(sr_y, hr_y), ssim(sr_y, hr_y)
@@ -171,6 +180,13 @@ def _luma(image: np.ndarray, protocol: str) -> np.ndarray:
     if protocol == "matlab":
         return grey.astype(np.float64)
     return rgb_to_y(np.stack([grey] * 3, axis=2), round_to_uint8=protocol == "lesrcnn")
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    """An RGB image as it is; a grey one as three equal channels (float64)."""
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image.astype(np.float64)
+    return np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=2).astype(np.float64)
 
 
 def _same_shape_float(a, b, what: str) -> tuple[np.ndarray, np.ndarray]:

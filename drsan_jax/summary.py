@@ -50,9 +50,12 @@ def _trace(model: nn.Module, hr_size: tuple[int, int]) -> tuple[Any, float]:
     traced again for the count.
 
     The LR input of a 1280x720 output at x3 is not a whole number of pixels (426.67 x 240), so
-    MACs are counted per LR pixel on a small input and scaled by (H*W) / scale**2.
+    MACs are counted per LR pixel on a small traced input and scaled by (H*W) / scale**2. Its
+    side, 16, is the coarsest pooling factor of the zoo (SAFMN's NTIRE 2023 variant), so a
+    branch at 1/k of the area counts exactly 1/k, the papers' convention; grouped convolutions
+    count their kh*kw*cin/groups multiply-adds per output.
     """
-    lq_side = 8
+    lq_side = 16
     macs = 0
 
     def count(next_fun, args, kwargs, context):
@@ -61,7 +64,9 @@ def _trace(model: nn.Module, hr_size: tuple[int, int]) -> tuple[Any, float]:
         out = next_fun(*args, **kwargs)
         if isinstance(module, (Conv, nn.Conv)) and context.method_name == "__call__":
             kh, kw = module.kernel_size
-            macs += math.prod(out.shape[:-1]) * kh * kw * args[0].shape[-1] * module.features
+            groups = getattr(module, "feature_group_count", 1)
+            macs += (math.prod(out.shape[:-1]) * kh * kw * args[0].shape[-1] * module.features
+                     // groups)
         return out
 
     x = jax.ShapeDtypeStruct((1, lq_side, lq_side, 3), jnp.float32)

@@ -168,6 +168,9 @@ TINY_FAMILIES = {
     "edsr": ("edsr-baseline", {"features": 8, "num_blocks": 1}),
     "mdsr": ("mdsr-baseline", {"features": 8, "num_blocks": 1}),
     "lesrcnn": ("lesrcnn", {"features": 8}),
+    "smfanet": ("smfanet", {"features": 8, "num_blocks": 1}),  # needs 8 px a side
+    "span": ("span", {"features": 8}),
+    "safmn": ("safmn-ntire", {"features": 8, "num_blocks": 1}),  # needs 16 px a side
 }
 
 

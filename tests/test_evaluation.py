@@ -163,7 +163,7 @@ def test_request_errors(benchmark_dir):
     with pytest.raises(EvaluationError, match="scale 3 disagrees with the model, which is x2"):
         evaluate(model, {}, benchmark_dir, ["Set5"], 3)
     for kwargs, match in [
-        ({"protocol": "rgb"}, r"unknown protocol 'rgb'; expected .*'matlab', 'lesrcnn', 'both'\)"),
+        ({"protocol": "rgb"}, r"unknown protocol 'rgb'; expected .*'matlab', 'lesrcnn', 'ntire', 'both'\)"),
         ({"method": "nearest"}, "unknown method 'nearest'"),
         ({"method": "bicubic", "self_ensemble": True}, "method 'model' only"),
         ({"method": "model"}, "needs a model"),

@@ -15,6 +15,7 @@ from conftest import NearestUpsampler, random_params, tiny_model
 from drsan_jax import inference, metrics
 from drsan_jax.data import inverse_transform, quantize, read_image, transform
 from drsan_jax.inference import Predictor
+from drsan_jax.models import build_model, init_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -231,3 +232,17 @@ def test_split_rows_over_cpu_devices_equals_one_device(devices):
     assert [True, 1, 1] in results["calls"] and [False, 1, 2] in results["calls"]
     assert all(size == images or images >= devices or not split
                for split, images, size in results["calls"])
+
+
+def test_whole_image_families_run_each_image_at_its_own_shape():
+    # SMFANet's variance and pooling grid follow the image size: no padding, no mask.
+    model = build_model("smfanet", 2, features=4, num_blocks=1)
+    params = init_params(model, jax.random.key(0))
+    predictor = Predictor(model, params, batch_size=4)
+    assert predictor.exact_shapes
+    rng = np.random.default_rng(0)
+    images = [rng.uniform(size=s).astype(np.float32) for s in ((9, 13, 3), (17, 8, 3))]
+    with jax.default_matmul_precision("highest"):
+        alone = [np.asarray(model.apply({"params": params}, x[None]))[0] for x in images]
+    for sr, expected in zip(predictor.predict(images), alone):
+        np.testing.assert_allclose(sr, expected, atol=1e-6)

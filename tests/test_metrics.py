@@ -134,7 +134,7 @@ def test_hr_is_cropped_to_the_sr_size(grey):
 
 
 def test_invalid_arguments(grey):
-    with pytest.raises(ValueError, match=r"'ycbcr'.*\('drsan', 'matlab', 'lesrcnn'\)"):
+    with pytest.raises(ValueError, match=r"'ycbcr'.*\('drsan', 'matlab', 'lesrcnn', 'ntire'\)"):
         metrics.evaluate_pair(grey, grey, 2, protocol="ycbcr")
     with pytest.raises(ValueError, match="SR image must be uint8"):
         metrics.evaluate_pair(grey / 255.0, grey, 2)
@@ -165,3 +165,20 @@ def test_lesrcnn_protocol_truncates_and_rounds_y():
     y_hr = metrics.rgb_to_y(np.stack([grey_hr] * 3, axis=2), round_to_uint8=True)
     expected = metrics.psnr(y[2:-2, 2:-2], y_hr[2:-2, 2:-2])
     assert metrics.evaluate_pair(grey_sr, grey_hr, 2, "lesrcnn")[0] == expected
+
+
+def test_ntire_protocol_scores_rgb_with_the_border_shaved():
+    # One level of error in the red channel only: MSE over RGB = 1/3 -> 10 log10(3 * 255^2);
+    # on Y the same error weighs 65.481 / 255 and would read far higher. The shaved border
+    # carries a huge error that must not count.
+    rng = np.random.default_rng(0)
+    hr = rng.integers(20, 200, size=(30, 26, 3), dtype=np.uint8)
+    sr = hr.copy()
+    sr[..., 0] += 1
+    sr[:4] = 255
+    psnr, ssim = metrics.evaluate_pair(sr, hr, 4, "ntire")
+    assert psnr == pytest.approx(10 * math.log10(3 * 255**2), abs=1e-9)
+    assert 0.99 < ssim < 1.0
+    # Grey ground truth counts as three equal channels.
+    grey = hr[..., 1]
+    assert metrics.evaluate_pair(np.stack([grey] * 3, 2), grey, 4, "ntire") == (math.inf, 1.0)

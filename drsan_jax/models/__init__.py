@@ -5,8 +5,9 @@
     family.py     also the zoo's SCALES and the naming rule of scale-dependent layers
     schema.py     the model configuration stored with checkpoints
     params.py     parameter shapes, counts, flat names, per-scale parts, each family's init
-    layers.py     shared layers: the conv factory, PReLU, pixel shuffle (both orders), the
-                  upsampler, masks, the DIV2K mean shift, EDSR's residual block
+    layers.py     shared layers: the conv factory (plain, grouped, 'VALID'), PReLU, pixel
+                  shuffle (both orders), the upsampler, masks, the DIV2K mean shift, EDSR's
+                  residual block, exact GELU, input checks
     conv.py       the stride-1 convolution with an im2col weight gradient (fast on CPUs)
     dra.py        dynamic residual attention: the residual block and the DRA einsum that
                   DRSAN and DRAN share
@@ -15,6 +16,11 @@
     edsr.py       EDSR-baseline, EDSR                                 (Lim et al., CVPRW 2017)
     mdsr.py       MDSR-baseline, MDSR: one network for x2/x3/x4       (Lim et al., CVPRW 2017)
     lesrcnn.py    LESRCNN, LESRCNN-S (multi-scale)                    (Tian et al., KBS 2020)
+    smfanet.py    SMFANet, SMFANet+                                   (Zheng et al., ECCV 2024)
+    span.py       SPAN (NTIRE 2024 entry), SPAN-tiny; training form   (Wan et al., CVPRW 2024)
+    safmn.py      SAFMN, its NTIRE 2023 variant                       (Sun et al., ICCV 2023)
+    resampling.py PyTorch's adaptive max pooling, nearest and bilinear interpolation (SMFANet,
+                  SAFMN)
 
 No family file imports another; what two families share lives in `layers.py` or `dra.py`.
 Every model maps an NHWC RGB batch in [0, 1] to the HR batch in [0, 1], takes an optional
@@ -40,8 +46,10 @@ from drsan_jax.models.registry import (
     FAMILIES,
     MODEL_NAMES,
     build_model,
+    deploy,
     family_of,
     get_family,
+    padded_batches_exact,
     resolve,
 )
 from drsan_jax.models.schema import (
@@ -72,6 +80,7 @@ __all__ = [
     "build_model",
     "build_model_from_config",
     "config_of",
+    "deploy",
     "count_params",
     "depth_to_space",
     "dynamic_residual",
@@ -83,6 +92,7 @@ __all__ = [
     "model_name",
     "normalize_model_config",
     "num_paths",
+    "padded_batches_exact",
     "param_shapes",
     "path_index",
     "resolve",

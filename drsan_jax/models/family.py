@@ -1,6 +1,7 @@
 """What the rest of the package needs to know about a model family, declared by the family.
 
-Each family file (`drsan.py`, `dran.py`, `edsr.py`, `mdsr.py`, `lesrcnn.py`) ends with one
+Each family file (`drsan.py`, `dran.py`, `edsr.py`, `mdsr.py`, `lesrcnn.py`, `smfanet.py`,
+`span.py`, `safmn.py`) ends with one
 `FAMILY = Family(...)`; `drsan_jax.models.registry` collects them. Nothing outside `models/`
 imports a family file: training, evaluation, checkpoints, upscaling and the summary work from
 the `Family` record alone.
@@ -20,7 +21,8 @@ Conventions every family module follows, so that this record is all the pipeline
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import flax.linen as nn
 
@@ -57,6 +59,14 @@ class Family:
         the like); their defaults are the module's.
       init: "glorot" (TensorFlow's default) or "torch" (PyTorch's `nn.Conv2d` default).
       scales: the scales the family is built for.
+      padded_batches_exact: whether a padded batch with its validity mask computes exactly
+        what each image computes alone. False for families whose output depends on the
+        image's size as a whole (SMFANet's per-image variance, SAFMN's pooling grid and GRN):
+        their modules refuse a mask, inference runs each image at its own shape
+        (`inference.Predictor` switches to exact shapes), and tiled upscaling is approximate.
+      deploy: (model, params) -> (model, params) of the inference form, for a family with a
+        training form that differs (SPAN's re-parameterised branches, folded); None: the
+        trained model is the deployed one. `models.deploy` applies it.
       description: one line for tables and logs.
     """
 
@@ -67,6 +77,8 @@ class Family:
     option_fields: tuple[str, ...] = ()
     init: str = "glorot"
     scales: tuple[int, ...] = SCALES
+    padded_batches_exact: bool = True
+    deploy: Callable[[nn.Module, Any], tuple[nn.Module, Any]] | None = None
     description: str = ""
 
     def model_name(self, variant: str) -> str:

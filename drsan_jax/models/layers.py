@@ -63,12 +63,16 @@ def initializers(init: str, kernel_size: int, in_features: int | None = None
 
 
 def conv(module: nn.Module, features: int, kernel: int, name: str, *, init: str,
-         in_features: int | None = None, use_bias: bool = True) -> conv_lib.Conv:
+         in_features: int | None = None, use_bias: bool = True, groups: int = 1,
+         padding: str = "SAME") -> conv_lib.Conv | nn.Conv:
     """A stride-1 'same' convolution with the family's initialisation, in `module`'s dtypes.
 
     The one convolution factory of every family. Its parameters are those of `nn.Conv`
-    (`kernel` (k, k, cin, features), `bias` (features,)); `module.conv_impl` only chooses how
-    the kernel gradient is computed (`drsan_jax.models.conv`).
+    (`kernel` (k, k, cin / groups, features), `bias` (features,)); `module.conv_impl` only
+    chooses how the kernel gradient is computed (`drsan_jax.models.conv`). Grouped and 'VALID'
+    convolutions (SMFANet's, SAFMN's depthwise ones; SPAN's training-form branches) are
+    Flax's own `nn.Conv`, whose output channel o reads group o // (features / groups): PyTorch's
+    rule, so the authors' grouped kernels need only the usual transpose.
 
     Args:
       module: the module building the convolution; its `dtype` (computation), `param_dtype`
@@ -79,8 +83,15 @@ def conv(module: nn.Module, features: int, kernel: int, name: str, *, init: str,
       init: "glorot" (TensorFlow's default) or "torch" (`nn.Conv2d`'s default).
       in_features: input channels, needed for the "torch" bias bound.
       use_bias: add a bias.
+      groups: `feature_group_count`; in_features (for the "torch" bias bound) is then the
+        channels of one group.
+      padding: "SAME", or "VALID" for no padding.
     """
     kernel_init, bias_init = initializers(init, kernel, in_features)
+    if groups != 1 or padding != "SAME":
+        return nn.Conv(features, (kernel, kernel), padding=padding, feature_group_count=groups,
+                       use_bias=use_bias, kernel_init=kernel_init, bias_init=bias_init,
+                       dtype=module.dtype, param_dtype=module.param_dtype, name=name)
     return conv_lib.Conv(features, (kernel, kernel), use_bias=use_bias, kernel_init=kernel_init,
                          bias_init=bias_init, dtype=module.dtype,
                          param_dtype=module.param_dtype, impl=module.conv_impl, name=name)
@@ -177,6 +188,11 @@ class Upsampler(nn.Module):
         return x
 
 
+def gelu(x: jax.Array) -> jax.Array:
+    """PyTorch's `nn.GELU()`: the exact erf form, not Flax's tanh default."""
+    return nn.gelu(x, approximate=False)
+
+
 def mean_shift(x: jax.Array, sign: float) -> jax.Array:
     """Adds sign * the DIV2K RGB mean: the authors' frozen MeanShift layers."""
     return x + sign * jnp.asarray(DIV2K_RGB_MEAN, x.dtype)
@@ -235,6 +251,21 @@ def check_input(family: str, lq: jax.Array, mask: jax.Array | None) -> None:
         raise ValueError(f"{family} mask must have shape {(*lq.shape[:3], 1)}, got {mask.shape}")
 
 
+def check_unmasked(family: str, mask: jax.Array | None) -> None:
+    """Refuses a validity mask: the family's output depends on the whole image's size."""
+    if mask is not None:
+        raise ValueError(f"{family} takes no validity mask: its per-image statistics and pooling "
+                         f"grid follow the image size, so run each image alone at its own shape")
+
+
+def check_min_side(family: str, lq: jax.Array, side: int) -> None:
+    """Raises a ValueError naming the size unless both sides are at least `side` pixels."""
+    # Symbolic sizes (a shape-polymorphic export) are checked by the export's constraints.
+    if all(isinstance(d, int) for d in lq.shape[1:3]) and min(lq.shape[1:3]) < side:
+        raise ValueError(f"{family} needs at least {side}x{side} LR pixels (its pooled branch "
+                         f"works at 1/{side} of the size), got {lq.shape[1]}x{lq.shape[2]}")
+
+
 __all__ = [
     "DIV2K_RGB_MEAN",
     "INITS",
@@ -244,10 +275,13 @@ __all__ = [
     "Upsampler",
     "check_choice",
     "check_input",
+    "check_min_side",
     "check_model",
     "check_positive",
+    "check_unmasked",
     "conv",
     "depth_to_space",
+    "gelu",
     "initializers",
     "masked",
     "masked_mean",

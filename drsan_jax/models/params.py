@@ -20,6 +20,8 @@ from drsan_jax.models.family import UPSAMPLER, branch_scale
 from drsan_jax.models.registry import family_of
 
 SEPARATOR = "/"
+# Leaves of this name start at one (Flax's name for a norm's multiplier); others at zero.
+ONE_INIT = "scale"
 
 
 def flatten(params: Any) -> dict[str, Any]:
@@ -45,7 +47,8 @@ def param_shapes(model: nn.Module, in_channels: int = 3) -> Any:
       model: a model, or one of its submodules.
       in_channels: channels of the module's input (3 for a whole model).
     """
-    x = jax.ShapeDtypeStruct((1, 8, 8, in_channels), jnp.float32)
+    # 16 pixels: the smallest input of every family (SAFMN's NTIRE variant pools by 16).
+    x = jax.ShapeDtypeStruct((1, 16, 16, in_channels), jnp.float32)
     return jax.eval_shape(model.init, jax.random.key(0), x)["params"]
 
 
@@ -69,7 +72,9 @@ def init_params(model: nn.Module, rng: jax.Array, family_init: str | None = None
 
     "glorot" families (DRSAN, DRAN): Glorot-uniform kernels, zero biases. "torch" families
     (EDSR, MDSR, LESRCNN): U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for kernels and biases, fan_in
-    = kh*kw*cin of the convolution. PReLU slopes are zero in both. These are the distributions
+    = kh*kw*cin of the convolution. PReLU slopes are zero in both, and so is every other leaf
+    (norms' biases, SAFMN's GRN), except those named `scale` (`ONE_INIT`: LayerNorm weights,
+    SMFANet's alpha), which start at one. These are the distributions
     `model.init` draws from too; here every value comes from one uniform draw, because
     compiling Flax's init (one random-number program per kernel) takes seconds on a CPU while
     this takes milliseconds.
@@ -95,7 +100,7 @@ def init_params(model: nn.Module, rng: jax.Array, family_init: str | None = None
             if init == "glorot":
                 return math.sqrt(6.0 / (math.prod(receptive) * (fan_in + fan_out)))
             return 1.0 / math.sqrt(math.prod(shape[:-1]))
-        if leaf == "bias" and init == "torch":
+        if leaf == "bias" and init == "torch" and (*path[:-1], "kernel") in flat:
             kernel = flat[(*path[:-1], "kernel")].shape
             return 1.0 / math.sqrt(math.prod(kernel[:-1]))
         return 0.0
@@ -109,7 +114,8 @@ def init_params(model: nn.Module, rng: jax.Array, family_init: str | None = None
         leaves, offset = {}, 0
         for path, s in flat.items():
             if not bounds[path]:
-                leaves[path] = jnp.zeros(s.shape, s.dtype)
+                fill = jnp.ones if path[-1] == ONE_INIT else jnp.zeros
+                leaves[path] = fill(s.shape, s.dtype)
                 continue
             leaves[path] = (bounds[path] * u[offset:offset + s.size]).reshape(s.shape).astype(
                 s.dtype)

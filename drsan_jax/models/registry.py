@@ -7,7 +7,8 @@
 
 Model names are the families' variants as `Family.model_name` spells them: `drsan-32s` ...
 `drsan-48m`, `dran`, `dran-s`, `edsr-baseline`, `edsr`, `mdsr-baseline`, `mdsr`, `lesrcnn`,
-`lesrcnn-s`; `MODEL_NAMES` lists them in that order.
+`lesrcnn-s`, `smfanet`, `smfanet-plus`, `span`, `span-tiny`, `safmn`, `safmn-ntire`;
+`MODEL_NAMES` lists them in that order.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from typing import Any
 
 import flax.linen as nn
 
-from drsan_jax.models import dran, drsan, edsr, lesrcnn, mdsr
+from drsan_jax.models import dran, drsan, edsr, lesrcnn, mdsr, safmn, smfanet, span
 from drsan_jax.models.family import Family
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
-    drsan.FAMILY, dran.FAMILY, edsr.FAMILY, mdsr.FAMILY, lesrcnn.FAMILY)}
+    drsan.FAMILY, dran.FAMILY, edsr.FAMILY, mdsr.FAMILY, lesrcnn.FAMILY, smfanet.FAMILY,
+    span.FAMILY, safmn.FAMILY)}
 
 # Public model name -> (family, variant).
 _NAMES: dict[str, tuple[Family, str]] = {
@@ -62,6 +64,25 @@ def family_of(model: nn.Module) -> Family:
     raise ValueError(f"{type(model).__name__} is not a model of a registered family")
 
 
+def padded_batches_exact(model: nn.Module) -> bool:
+    """Whether `model`'s family computes a padded, masked batch exactly (`Family`); True for a
+    module outside the registry, which the caller vouches for."""
+    try:
+        return family_of(model).padded_batches_exact
+    except ValueError:
+        return True
+
+
+def deploy(model: nn.Module, params: Any) -> tuple[nn.Module, Any]:
+    """`model` and `params` in their family's inference form (`Family.deploy`): a training-form
+    SPAN folded; any other model as it is."""
+    try:
+        family = family_of(model)
+    except ValueError:
+        return model, params
+    return (model, params) if family.deploy is None else family.deploy(model, params)
+
+
 def build_model(name: str = "32s", scale: int = 2, **overrides: Any) -> nn.Module:
     """Builds a published model.
 
@@ -85,4 +106,5 @@ def build_model(name: str = "32s", scale: int = 2, **overrides: Any) -> nn.Modul
     return family.module(scale=scale, **{**family.variants[variant], **overrides})
 
 
-__all__ = ["FAMILIES", "MODEL_NAMES", "build_model", "family_of", "get_family", "resolve"]
+__all__ = ["FAMILIES", "MODEL_NAMES", "build_model", "deploy", "family_of", "get_family",
+           "padded_batches_exact", "resolve"]

@@ -23,6 +23,8 @@ from drsan_jax.training.optim import create_optimizer, learning_rate_schedule
 from drsan_jax.training.step import (
     TrainState,
     create_train_state,
+    fft_loss,
+    l1_fft_loss,
     l1_loss,
     mse_loss,
     train_step,
@@ -38,6 +40,8 @@ __all__ = [
     "config_field_hint",
     "create_optimizer",
     "create_train_state",
+    "fft_loss",
+    "l1_fft_loss",
     "l1_loss",
     "learning_rate_schedule",
     "mse_loss",

@@ -24,7 +24,7 @@ from drsan_jax.training.optim import SCHEDULES
 from drsan_jax.upscaling.shapes import MIN_SIDE
 from drsan_jax.weights import loading
 
-LOSSES = ("l1", "mse")
+LOSSES = ("l1", "mse", "l1_fft")
 # The smallest LR patch side training accepts. A crop this small is mostly border (the pixels
 # whose 3x3 neighbourhoods reach the convolutions' zero padding): the shipped DRSAN-32s x2
 # upscales a 4x4 crop 15 dB worse alone than in its picture, an 8x8 one 10 dB worse

@@ -61,7 +61,24 @@ def mse_loss(sr: jax.Array, gt: jax.Array) -> jax.Array:
     return jnp.mean(jnp.square(sr - gt))
 
 
-_LOSS_FUNCTIONS = {"l1": l1_loss, "mse": mse_loss}
+# The FFT term's weight in SAFMN's and SMFANet's recipes (`loss_weight: 0.05`).
+FFT_LOSS_WEIGHT = 0.05
+
+
+def fft_loss(sr: jax.Array, gt: jax.Array) -> jax.Array:
+    """SAFMN's and SMFANet's frequency loss: the mean absolute difference of the real and
+    imaginary parts of each channel's 2-D real FFT over (H, W), `torch.fft.rfft2` of NCHW."""
+    diff = (jnp.fft.rfft2(sr.astype(jnp.float32), axes=(1, 2))
+            - jnp.fft.rfft2(gt.astype(jnp.float32), axes=(1, 2)))  # (B, H, W // 2 + 1, C)
+    return (jnp.mean(jnp.abs(diff.real)) + jnp.mean(jnp.abs(diff.imag))) / 2
+
+
+def l1_fft_loss(sr: jax.Array, gt: jax.Array) -> jax.Array:
+    """L1 + 0.05 x `fft_loss`: SAFMN's and SMFANet's training loss."""
+    return l1_loss(sr, gt) + FFT_LOSS_WEIGHT * fft_loss(sr, gt)
+
+
+_LOSS_FUNCTIONS = {"l1": l1_loss, "mse": mse_loss, "l1_fft": l1_fft_loss}
 
 
 @functools.partial(jax.jit, donate_argnums=(0,), static_argnames=("loss", "ema_decay"))
@@ -73,7 +90,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], loss: str = "l1",
       state: the train state (donated: its buffers are reused for the result). Its `apply_fn`
         is the model at the batch's scale (a multi-scale model's branch).
       batch: {"lq": (B, p, p, 3) uint8, "gt": (B, p*s, p*s, 3) uint8}, split over the mesh.
-      loss: "l1" or "mse".
+      loss: "l1", "mse" or "l1_fft" (L1 + 0.05 x `fft_loss`).
       ema_decay: with a weight average in the state, its decay (`optim.ema_decay_at` caps it
         early in the run); the average is updated with the new parameters.
 
@@ -99,5 +116,5 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], loss: str = "l1",
     return state, {"loss": value, "grad_norm": grad_norm, "finite": finite}
 
 
-__all__ = ["TrainState", "copy_replicated", "create_train_state", "l1_loss", "mse_loss",
-           "train_step"]
+__all__ = ["FFT_LOSS_WEIGHT", "TrainState", "copy_replicated", "create_train_state", "fft_loss",
+           "l1_fft_loss", "l1_loss", "mse_loss", "train_step"]

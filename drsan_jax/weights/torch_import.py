@@ -15,8 +15,16 @@ checks the result against the model's parameter shapes:
   every bias divided by 255, since those networks were trained on [0, 255] inputs and this
   project feeds [0, 1] (the networks are positively homogeneous in input and biases together).
 
-Both families use PyTorch's pixel-shuffle order in this project too, so no channel is permuted.
-The frozen mean shifts are checked against the DIV2K mean the models use, and dropped.
+- SMFANet / SMFANet+, SAFMN (ICCV keys, or the NTIRE 2023 variant's: `norm.gamma`, no biases
+  in SAFM/CCM) and SPAN (deployed `*.eval_conv.*` files such as the NTIRE 2024 `*_slim.pth`, or
+  training checkpoints with the Conv3XC branches): their authors' keys (`to_feat`,
+  `feats.<i>.smfa.*` / `feats.<i>.safm.*`, `block_<i>.c<j>_r.*`, `to_img.0` / `upsampler.0`),
+  kernels OIHW -> HWIO (grouped ones too), (1, C, 1, 1) scalings as (C,). Their inputs are
+  [0, 1] as here; SPAN's (x - mean) * 255 is in the model, not the file.
+
+Every family uses PyTorch's pixel-shuffle order in this project too, so no channel is permuted.
+The frozen mean shifts of EDSR, MDSR and LESRCNN are checked against the DIV2K mean the models
+use, and dropped.
 """
 
 from __future__ import annotations
@@ -234,6 +242,111 @@ def _map_mdsr(state, path):
              "scale": 2}, flat)
 
 
+def _conv_into(state, prefix: str, target: str, flat: dict) -> None:
+    """`prefix`.weight (OIHW) and, if the file has one, `prefix`.bias into `target`."""
+    flat[f"{target}/kernel"] = _hwio(state[f"{prefix}.weight"])
+    if f"{prefix}.bias" in state:
+        flat[f"{target}/bias"] = state[f"{prefix}.bias"]
+
+
+def _count(state, pattern: str) -> int:
+    """How many distinct integers the (\\d+) group of `pattern` takes over the keys."""
+    return len({m.group(1) for k in state if (m := re.fullmatch(pattern, k))})
+
+
+def _pixel_shuffle_scale(weight: np.ndarray, path, key: str) -> int:
+    """The scale s of a last conv to 3 s^2 channels (RGB after a pixel shuffle)."""
+    for s in (2, 3, 4):
+        if weight.shape[0] == 3 * s * s:
+            return s
+    raise WeightImportError(f"{path}: {key} has {weight.shape[0]} outputs, not 3 s^2 for a "
+                            f"scale s of 2, 3 or 4")
+
+
+def _variant(family: str, sizes: dict[str, Any]) -> str | None:
+    """The published variant with exactly these sizes, or None for a custom size."""
+    return next((v for v, fields in get_family(family).variants.items()
+                 if all(fields[k] == sizes[k] for k in fields)), None)
+
+
+def _map_smfanet(state, path):
+    flat = {}
+    _conv_into(state, "to_feat", "to_feat", flat)
+    blocks = _count(state, r"feats\.(\d+)\.smfa\.alpha")
+    for i in range(blocks):
+        src, dst = f"feats.{i}", f"feats_{i}"
+        for name in ("linear_0", "linear_1", "linear_2", "dw_conv"):
+            _conv_into(state, f"{src}.smfa.{name}", f"{dst}/smfa/{name}", flat)
+        for j, name in enumerate(("lde.conv_0.0", "lde.conv_0.1", "lde.conv_1")):
+            _conv_into(state, f"{src}.smfa.{name}", f"{dst}/smfa/lde_{j}", flat)
+        flat[f"{dst}/smfa/scale"] = state[f"{src}.smfa.alpha"].reshape(-1)
+        flat[f"{dst}/smfa/variance_weight"] = state[f"{src}.smfa.belt"].reshape(-1)
+        for name in ("conv_0", "conv_1", "conv_2"):
+            _conv_into(state, f"{src}.pcfn.{name}", f"{dst}/pcfn/{name}", flat)
+    _conv_into(state, "to_img.0", UPSAMPLER, flat)
+    sizes = {"features": state["to_feat.weight"].shape[0], "num_blocks": blocks}
+    return ({"family": "smfanet", "variant": _variant("smfanet", sizes), **sizes,
+             "scale": _pixel_shuffle_scale(state["to_img.0.weight"], path, "to_img.0.weight")},
+            flat)
+
+
+def _map_safmn(state, path):
+    flat = {}
+    ntire = "norm.gamma" in state
+    _conv_into(state, "to_feat", "to_feat", flat)
+    if ntire:
+        flat["norm/gamma"] = state["norm.gamma"].reshape(-1)
+        flat["norm/beta"] = state["norm.beta"].reshape(-1)
+    blocks = _count(state, r"feats\.(\d+)\.safm\.aggr\.weight")
+    for i in range(blocks):
+        src, dst = f"feats.{i}", f"feats_{i}"
+        if not ntire:
+            for norm in ("norm1", "norm2"):
+                flat[f"{dst}/{norm}/scale"] = state[f"{src}.{norm}.weight"]
+                flat[f"{dst}/{norm}/bias"] = state[f"{src}.{norm}.bias"]
+        for j in range(_count(state, rf"feats\.{i}\.safm\.mfr\.(\d+)\.weight")):
+            _conv_into(state, f"{src}.safm.mfr.{j}", f"{dst}/safm/mfr_{j}", flat)
+        _conv_into(state, f"{src}.safm.aggr", f"{dst}/safm/aggr", flat)
+        _conv_into(state, f"{src}.ccm.ccm.0", f"{dst}/ccm/conv_0", flat)
+        _conv_into(state, f"{src}.ccm.ccm.2", f"{dst}/ccm/conv_2", flat)
+    _conv_into(state, "to_img.0", UPSAMPLER, flat)
+    sizes = {"features": state["to_feat.weight"].shape[0], "num_blocks": blocks,
+             "ntire2023": ntire}
+    return ({"family": "safmn", "variant": _variant("safmn", sizes), **sizes,
+             "scale": _pixel_shuffle_scale(state["to_img.0.weight"], path, "to_img.0.weight")},
+            flat)
+
+
+# SPAN's Conv3XC layers: (file prefix, model path) in the authors' order.
+_SPAN_CONVS = (("conv_1", "conv_1"),
+               *((f"block_{b}.c{j}_r", f"block_{b}/c{j}_r") for b in range(1, 7)
+                 for j in (1, 2, 3)),
+               ("conv_2", "conv_2"))
+# A training-form Conv3XC's branches: file name -> model name.
+_SPAN_BRANCHES = (("sk", "sk"), ("conv.0", "conv_0"), ("conv.1", "conv_1"), ("conv.2", "conv_2"))
+
+
+def _map_span(state, path):
+    flat = {}
+    reparam = "conv_1.sk.weight" in state
+    for src, dst in _SPAN_CONVS:
+        if reparam:
+            for branch, name in _SPAN_BRANCHES:
+                _conv_into(state, f"{src}.{branch}", f"{dst}/{name}", flat)
+            # The authors' checkpoints also hold the fold, refreshed only by eval-mode
+            # forwards (possibly stale): the branches are the weights; it is read and dropped.
+            state.get(f"{src}.eval_conv.weight")
+            state.get(f"{src}.eval_conv.bias")
+        else:
+            _conv_into(state, f"{src}.eval_conv", f"{dst}/eval_conv", flat)
+    _conv_into(state, "conv_cat", "conv_cat", flat)
+    _conv_into(state, "upsampler.0", UPSAMPLER, flat)
+    sizes = {"features": state["conv_cat.weight"].shape[0]}
+    return ({"family": "span", "variant": _variant("span", sizes), **sizes, "reparam": reparam,
+             "scale": _pixel_shuffle_scale(state["upsampler.0.weight"], path,
+                                           "upsampler.0.weight")}, flat)
+
+
 @dataclasses.dataclass(frozen=True)
 class TorchFamily:
     """How one family's published PyTorch state dicts are recognised and read.
@@ -270,6 +383,25 @@ TORCH_FAMILIES: tuple[TorchFamily, ...] = (
         "head.0.weight, pre_process.<j>.<0|1>.body.<0|2>.weight, upsample.<j>.<0|2>.weight",
         lambda keys: "head.0.weight" in keys and any(k.startswith("pre_process.") for k in keys),
         _map_mdsr),
+    TorchFamily(
+        "smfanet", ("smfanet", "smfanet-plus"),
+        "to_feat.weight, feats.<i>.smfa.{alpha,belt,linear_0,lde.conv_0.0,dw_conv}.*, "
+        "feats.<i>.pcfn.conv_<0|1|2>.*, to_img.0.weight",
+        lambda keys: "to_feat.weight" in keys and "feats.0.smfa.alpha" in keys,
+        _map_smfanet),
+    TorchFamily(
+        "safmn", ("safmn", "safmn-ntire"),
+        "to_feat.weight, [norm.gamma,] feats.<i>.safm.mfr.<j>.weight, feats.<i>.safm.aggr.weight, "
+        "feats.<i>.ccm.ccm.<0|2>.weight, to_img.0.weight",
+        lambda keys: "to_feat.weight" in keys and "feats.0.safm.aggr.weight" in keys,
+        _map_safmn),
+    TorchFamily(
+        "span", ("span", "span-tiny"),
+        "conv_1.eval_conv.weight (or conv_1.sk/conv.<0|1|2>.*), block_<1..6>.c<1|2|3>_r.*, "
+        "conv_2.*, conv_cat.weight, upsampler.0.weight",
+        lambda keys: "conv_cat.weight" in keys and ("block_1.c1_r.eval_conv.weight" in keys
+                                                     or "block_1.c1_r.sk.weight" in keys),
+        _map_span),
 )
 MODELS: tuple[str, ...] = tuple(name for row in TORCH_FAMILIES for name in row.models)
 

@@ -14,6 +14,7 @@ from drsan_jax.data import read_image
 MODELS = [
     pytest.param("32s-x2", id="drsan-32s-x2"),
     pytest.param("shared:weights/lesrcnn/lesrcnn_x2.pth", id="lesrcnn-x2"),
+    pytest.param("shared:weights/span/team38_span_ch28_slim.pth", id="span-x4"),
 ]
 
 
@@ -29,6 +30,11 @@ def load_exported_model(spec: str):
 
 # Largest |exported - JAX| on outputs in [0, 1].
 TOLERANCE = {"fp32": 1e-5, "fp16": 2e-3}
+# float16 files: (largest |exported - JAX|, most 8-bit levels apart). SPAN's trunk works on the
+# (x - mean) * 255 scale, features in the hundreds, where float16's step is 0.25 to 0.5: on
+# these crops its float16 ONNX file differs by up to 2.8e-3 (1 level) and its float16 StableHLO
+# on XLA:CPU by up to 1.1e-2 (3 levels), measured; docs/networks/span.md advises float32.
+FP16_TOLERANCE = {"span": (2e-2, 3)}
 # Share of 8-bit output values that must equal the JAX model's (float32 exports).
 SAME_8BIT = 0.999
 
@@ -72,19 +78,22 @@ def to_8bit(x: np.ndarray) -> np.ndarray:
     return np.floor(np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.int16)
 
 
-def assert_matches_jax(got: np.ndarray, expected: np.ndarray, precision: str) -> dict[str, float]:
+def assert_matches_jax(got: np.ndarray, expected: np.ndarray, precision: str,
+                       family: str | None = None) -> dict[str, float]:
     """The comparison every exported file passes; returns the numbers for the record.
 
     float32 exports: within 1e-5 and 99.9% of 8-bit values equal. float16: within 2e-3 and no
-    8-bit value more than one level away.
+    8-bit value more than one level away (or the family's `FP16_TOLERANCE`).
     """
     assert got.shape == expected.shape and got.dtype == np.float32
     diff = float(np.abs(got - expected).max())
     levels = np.abs(to_8bit(got) - to_8bit(expected))
     same = float((levels == 0).mean())
-    assert diff <= TOLERANCE[precision], f"max abs diff {diff}"
+    tolerance, most_levels = (FP16_TOLERANCE.get(family, (TOLERANCE["fp16"], 1))
+                              if precision == "fp16" else (TOLERANCE[precision], 0))
+    assert diff <= tolerance, f"max abs diff {diff}"
     if precision == "fp32":
         assert same >= SAME_8BIT, f"only {same:.5f} of 8-bit values equal"
     else:
-        assert levels.max() <= 1, f"8-bit values {levels.max()} levels apart"
+        assert levels.max() <= most_levels, f"8-bit values {levels.max()} levels apart"
     return {"max_abs_diff": diff, "same_8bit": same}

@@ -116,7 +116,8 @@ def test_checkpoint_both_protocols(run, benchmark_dir, ckpt_x4, tmp_path):
 
 
 def test_unknown_protocol_lists_the_choices(run, benchmark_dir):
-    with pytest.raises(flags.IllegalFlagValueError, match=r"drsan\|matlab\|lesrcnn\|both"):
+    with pytest.raises(flags.IllegalFlagValueError,
+                       match=r"drsan\|matlab\|lesrcnn\|ntire\|both"):
         run("--method=bicubic", "--scale=4", "--protocol=rgb", f"--data_dir={benchmark_dir}")
 
 

@@ -87,7 +87,8 @@ def test_exported_file_equals_the_jax_model(fmt, layout, precision, exported, in
     path = exported(fmt, layout, precision)
     for name, lq in batches.items():
         got = from_layout(run_file(path, fmt, to_layout(lq, layout)), layout)
-        numbers = assert_matches_jax(got, jax_reference(inference_model, lq), precision)
+        numbers = assert_matches_jax(got, jax_reference(inference_model, lq), precision,
+                                     inference_model.config["family"])
         print(f"{fmt} {layout} {precision} {name}: {numbers}")
 
 
@@ -133,7 +134,8 @@ def test_onnx_upscaler_reads_the_metadata(exported, inference_model, tmp_path):
     runner = onnx_runtime.OnnxUpscaler(exported("onnx", "nchw", "fp32"))
     assert (runner.scale, runner.layout, runner.step) == (inference_model.scale, "nchw",
                                                           inference_model.step)
-    assert runner.name == model_card.model_name(inference_model) and "x2" in repr(runner)
+    assert runner.name == model_card.model_name(inference_model)
+    assert f"x{inference_model.scale}" in repr(runner)
     # A file from elsewhere has no metadata: the layout comes from the input, the scale from a
     # probe run.
     proto = onnx.load(exported("onnx", "nchw", "fp32"))
@@ -191,7 +193,8 @@ def test_onnx_upscaler_mirrors_small_pictures_like_the_jax_upscaler(exported, in
     for shape in [(1, 1), (2, 3), (1, 7)]:
         picture = pictures["rgb"][:shape[0], :shape[1]]
         got, expected = runner.upscale(picture), jax_upscaler.upscale(picture)
-        assert got.shape == expected.shape == (2 * shape[0], 2 * shape[1], 3)
+        s = inference_model.scale
+        assert got.shape == expected.shape == (s * shape[0], s * shape[1], 3)
         assert np.abs(got.astype(int) - expected).max() <= 1
     # The network saw each picture mirrored to the smallest side, never the few pixels alone.
     assert calls == [(shapes.MIN_SIDE, shapes.MIN_SIDE, 3)] * 3
@@ -295,3 +298,25 @@ def test_command_line_writes_the_file_and_its_card(tmp_path):
     card = json.loads((tmp_path / "m.stablehlo.json").read_text())
     assert card["resources"][0]["sha256"] == hashlib.sha256(
         (tmp_path / "m.stablehlo").read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("name", ["smfanet/SMFANet_DF2K_100w_x4SR.pth",
+                                  "safmn/team15_SAFMN.pth"])
+def test_whole_image_families_export_to_stablehlo_only(shared_data, benchmark_dir, tmp_path,
+                                                       name):
+    # Their pooled sizes are floor divisions of the image size: jax.export keeps them symbolic,
+    # the ONNX converter cannot, and the ONNX request is refused with one line.
+    from drsan_jax.weights.loading import load_model
+
+    model = load_model(shared_data / "weights" / name)
+    refused = tmp_path / "model.onnx"
+    with pytest.raises(export.ExportError, match=r"-x4: its pooling grid follows the image"):
+        export.export(model, "onnx", refused)
+    assert not refused.exists()
+    path = tmp_path / "model.stablehlo"
+    export.export(model, "stablehlo", path)
+    for lq in lq_batches(benchmark_dir, 4).values():  # every crop at least 16 pixels a side
+        assert_matches_jax(run_file(path, "stablehlo", lq), jax_reference(model, lq), "fp32")
+    # Below the smallest side the file refuses to run (jax.export's shape checks).
+    with pytest.raises(ValueError):
+        run_file(path, "stablehlo", np.zeros((1, 20, 5, 3), np.float32))

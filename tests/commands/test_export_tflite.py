@@ -77,7 +77,8 @@ def test_tflite_file_equals_the_jax_model(layout, precision, exported, inference
     path = exported(layout, precision)
     for name, lq in lq_batches(benchmark_dir, inference_model.scale).items():
         got = from_layout(run_tflite(path, to_layout(lq, layout)), layout)
-        numbers = assert_matches_jax(got, jax_reference(inference_model, lq), precision)
+        numbers = assert_matches_jax(got, jax_reference(inference_model, lq), precision,
+                                     inference_model.config["family"])
         print(f"tflite {layout} {precision} {name}: {numbers}")
 
 

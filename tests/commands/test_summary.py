@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from drsan_jax import summary
-from drsan_jax.models import build_model
+from drsan_jax.models import MODEL_NAMES, build_model
 
 # docs/networks/drsan.md: published multiply-adds (G) for one 1280x720 HR output.
 PUBLISHED_GMACS = {
@@ -52,8 +52,9 @@ def test_table_lists_every_pair():
                          capture_output=True, text=True).stdout
     rows = [line for line in out.splitlines() if line.split()[:1] and line.split()[1:2]
             and line.split()[1] in ("x2", "x3", "x4")]
-    assert len(rows) == 13 * 3
+    assert len(rows) == len(MODEL_NAMES) * 3
     assert "1,270,963" in out and "40,729,603" in out and "1,254,080" in out
+    assert "197,328" in out and "150,688" in out and "237,000" in out  # SMFANet, SPAN, SAFMN
 
 
 def test_bad_model_is_a_usage_error_listing_the_models(capsys):

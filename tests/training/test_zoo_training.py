@@ -21,6 +21,9 @@ FAMILY_CONFIGS = {
     "edsr_baseline": {"features": 8, "num_blocks": 1},
     "lesrcnn": {"features": 8},
     "mdsr_baseline": {"features": 8, "num_blocks": 1},
+    "safmn": {"features": 8, "num_blocks": 1},  # L1 + FFT loss; whole-image evaluation
+    "smfanet": {"features": 8, "num_blocks": 1},
+    "span": {"features": 8},  # the training form, evaluated and upscaled folded
 }
 # Seed whose first four steps draw every scale (asserted below).
 MULTI_SCALE_SEED = 12
