@@ -25,7 +25,6 @@ bits), TIFFs by tifffile (through imageio), everything else by Pillow.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -35,6 +34,7 @@ from PIL import Image as PILImage
 from PIL import ImageOps
 
 from drsan_jax.data import png
+from drsan_jax.limits import env_limit
 
 MAX_PIXELS_ENV = "DRSAN_JAX_MAX_IMAGE_PIXELS"
 DEFAULT_MAX_PIXELS = 2**30
@@ -57,16 +57,7 @@ def max_image_pixels() -> int:
     Raises:
       ValueError: the variable is set to something other than a positive integer.
     """
-    value = os.environ.get(MAX_PIXELS_ENV)
-    if value is None or not value.strip():
-        return DEFAULT_MAX_PIXELS
-    try:
-        limit = int(value.replace("_", ""))
-    except ValueError:
-        limit = 0
-    if limit < 1:
-        raise ValueError(f"{MAX_PIXELS_ENV}={value!r}: expected a positive number of pixels")
-    return limit
+    return env_limit(MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS, "pixels")
 
 
 def check_size(height: int, width: int) -> None:

@@ -61,6 +61,7 @@ from typing import IO, Any
 import ml_dtypes
 import numpy as np
 
+from drsan_jax.limits import env_limit
 from drsan_jax.weights.loaded import WeightsError
 
 MAX_WEIGHT_BYTES_ENV = "DRSAN_JAX_MAX_WEIGHT_BYTES"
@@ -75,16 +76,7 @@ def max_weight_bytes() -> int:
     Raises:
       ValueError: the variable is set to something other than a positive integer.
     """
-    value = os.environ.get(MAX_WEIGHT_BYTES_ENV)
-    if value is None or not value.strip():
-        return DEFAULT_MAX_WEIGHT_BYTES
-    try:
-        limit = int(value.replace("_", ""))
-    except ValueError:
-        limit = 0
-    if limit < 1:
-        raise ValueError(f"{MAX_WEIGHT_BYTES_ENV}={value!r}: expected a positive number of bytes")
-    return limit
+    return env_limit(MAX_WEIGHT_BYTES_ENV, DEFAULT_MAX_WEIGHT_BYTES, "bytes")
 
 
 def _over_limit(what: str, size: int) -> str:
