@@ -16,7 +16,6 @@ follows it. Prints numbers; asserts nothing.
 import argparse
 import math
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,14 @@ from drsan_jax.upscaling.shapes import bucket_shape
 from drsan_jax.weights.checkpoints import save_params_for_inference
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+# The command in a child process that reports its own high-water mark (VmHWM, KiB) last. Not
+# RUSAGE_CHILDREN's ru_maxrss: Linux carries a parent's peak over exec, so that would count this
+# script's own picture and JAX as the child's.
+CHILD = ("import re, sys\nfrom drsan_jax import upscale\nstatus = upscale.main(sys.argv[1:])\n"
+         "print('VmHWM', re.search(r'VmHWM:\\s*(\\d+)', open('/proc/self/status').read())[1])\n"
+         "sys.exit(status)")
 
 
 def main() -> None:
@@ -62,11 +69,14 @@ def main() -> None:
         scratch = device_memory.bytes_per_pixel(model) * math.prod(bucket_shape(side, side))
         print(f"load average before: {os.getloadavg()}")
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "drsan_jax.upscale", str(photo), "--ckpt",
-                        str(ckpt), "--output", str(tmp / "out"), "--tile", args.tile],
-                       check=True)
+        run = subprocess.run([sys.executable, "-c", CHILD, str(photo), "--ckpt", str(ckpt),
+                              "--output", str(tmp / "out"), "--tile", args.tile],
+                             check=True, stdout=subprocess.PIPE, text=True)
         seconds = time.perf_counter() - start
-        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
+        *said, peak = run.stdout.splitlines()
+        if said:
+            print(*said, sep="\n")
+        peak_kib = int(peak.removeprefix("VmHWM "))
         # The size from the PNG header: Pillow refuses to decode more than ~179 Mpixels.
         header = (tmp / "out" / "photo.png").read_bytes()[16:24]
         out_w, out_h = int.from_bytes(header[:4], "big"), int.from_bytes(header[4:], "big")
