@@ -47,13 +47,15 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jax
-import jax.numpy as jnp
+from drsan_jax import cli, files, onnx_runtime
 
-from drsan_jax import cli, device_memory, files, model_card, models, onnx_runtime
-from drsan_jax.weights import loading, shipped
+if TYPE_CHECKING:
+    import jax
+
+# JAX, the model zoo and the weights are imported by the functions that use them, so that the
+# command's --help and its checks of a bad request answer at once.
 
 FORMATS = ("onnx", "tflite", "stablehlo")
 LAYOUTS = onnx_runtime.LAYOUTS
@@ -137,6 +139,11 @@ def inference_fn(inference_model: Any, layout: str = "nhwc", precision: str = "f
       (fn, model): fn closes over the parameters, which become constants of the export;
       model is the module it applies.
     """
+    import jax
+    import jax.numpy as jnp
+
+    from drsan_jax import models
+
     # A training-form model (SPAN's branches) is exported folded, as its authors deploy it.
     model, params = models.deploy(inference_model.model, inference_model.params)
     model = model.clone(conv_impl="xla")
@@ -211,6 +218,9 @@ def _to_stablehlo(fn: Callable, layout: str, min_side: int | None = None
                   ) -> tuple[bytes, dict[str, Any]]:
     # A network with a smallest input (SMFANet, SAFMN: their pooled branches) states it, so that
     # the pooled sizes h // k are known to be positive; a smaller input is refused when called.
+    import jax
+    import jax.numpy as jnp
+
     constraints = (f"h >= {min_side}", f"w >= {min_side}") if min_side else ()
     b, h, w = jax.export.symbolic_shape("b, h, w", constraints=constraints)
     shape = (b, 3, h, w) if layout == "nchw" else (b, h, w, 3)
@@ -252,6 +262,8 @@ def export(
         a family whose computation follows the image size (SMFANet, SAFMN) in a format other
         than StableHLO.
     """
+    from drsan_jax import device_memory, model_card, models
+
     output = check_request(fmt, output, layout, precision, opset)
     check_dependencies(fmt)
     if fmt != "stablehlo" and not models.padded_batches_exact(inference_model.model):
@@ -326,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from drsan_jax import model_card
+    from drsan_jax.weights import loading, shipped
+
     check_request(args.format, args.output, args.layout, args.precision, args.opset)
     check_dependencies(args.format)
     ckpt = args.ckpt

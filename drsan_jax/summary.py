@@ -20,22 +20,15 @@ import contextlib
 import json
 import math
 import sys
-from typing import Any
-
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
+from typing import TYPE_CHECKING, Any
 
 from drsan_jax import cli
-from drsan_jax.models import (
-    MODEL_NAMES,
-    SCALES,
-    build_model,
-    count_params,
-    resolve,
-    scale_path,
-)
-from drsan_jax.models.conv import Conv
+
+if TYPE_CHECKING:
+    import flax.linen as nn
+
+# Flax, JAX and the model zoo are imported by the functions that trace, so that --help answers
+# at once.
 
 HR_SIZE_720P = (720, 1280)  # (H, W) of the HR output behind the paper's MAC figures.
 
@@ -55,6 +48,12 @@ def _trace(model: nn.Module, hr_size: tuple[int, int]) -> tuple[Any, float]:
     branch at 1/k of the area counts exactly 1/k, the papers' convention; grouped convolutions
     count their kh*kw*cin/groups multiply-adds per output.
     """
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    from drsan_jax.models.conv import Conv
+
     lq_side = 16
     macs = 0
 
@@ -87,6 +86,8 @@ def conv_macs(model: nn.Module, hr_size: tuple[int, int] = HR_SIZE_720P) -> floa
 
 def summarize(name: str, scale: int) -> dict[str, Any]:
     """Parameter counts and 720p MACs of one published model at one scale."""
+    from drsan_jax.models import build_model, count_params, resolve, scale_path
+
     family, variant = resolve(name)
     model = build_model(name, scale)
     shapes, macs = _trace(model, HR_SIZE_720P)
@@ -122,15 +123,20 @@ def main(argv: list[str] | None = None) -> int:
         description="Parameter counts and multiply-adds (1280x720 HR output) of every model.",
     )
     parser.add_argument("--model", "--variant", dest="model", metavar="NAME",
-                        help=f"one model (default: all): {', '.join(MODEL_NAMES)}; the DRSAN "
-                             f"short names (32s, ...) work too")
-    parser.add_argument("--scale", type=int, choices=list(SCALES), help="one scale (default: all)")
+                        help="one model (default: all; the full table's first column names "
+                             "them); the DRSAN short names (32s, ...) work too")
+    parser.add_argument("--scale", type=int, help="one scale, 2, 3 or 4 (default: all)")
     parser.add_argument("--json", action="store_true", help="print a JSON list of objects")
     args = parser.parse_args(argv)
     return cli.run(parser.prog, args.verbose, lambda: _summarize(args))
 
 
 def _summarize(args: argparse.Namespace) -> None:
+    from drsan_jax.models import MODEL_NAMES, SCALES, resolve
+
+    if args.scale is not None and args.scale not in SCALES:
+        raise cli.UsageError(f"--scale {args.scale}: expected one of "
+                             f"{', '.join(map(str, SCALES))}")
     if args.model is not None:
         try:
             resolve(args.model)

@@ -1,7 +1,7 @@
 """Trained weights: every source a model loads from, and how each is read safely.
 
-    loaded.py        `InferenceModel`, the one `assemble` of a model from stored arrays, and the
-                     `WeightsError` every weights problem raises
+    errors.py        the `WeightsError` every weights problem raises (no JAX)
+    loaded.py        `InferenceModel`, the one `assemble` of a model from stored arrays
     loading.py       the one loader: a shipped name, a checkpoint folder, an .npz or a PyTorch
                      file -> `InferenceModel`
     shipped.py       the shipped models: a name -> its verified file and manifest entry

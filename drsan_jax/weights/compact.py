@@ -24,8 +24,7 @@ from typing import Any
 import numpy as np
 
 from drsan_jax import files
-from drsan_jax.models import flatten
-from drsan_jax.weights.loaded import WeightsError
+from drsan_jax.weights.errors import WeightsError
 
 FORMAT = "drsan-jax weights 1"
 META_KEY = "__meta__"
@@ -38,6 +37,8 @@ def encode(params: Any, storage_dtype: str = "float16", meta: dict[str, Any] | N
     """The bytes of a compact file holding `params` (and `meta`, if given)."""
     if storage_dtype not in STORAGE_DTYPES:
         raise WeightsError(f"storage dtype {storage_dtype!r}: expected one of {STORAGE_DTYPES}")
+    from drsan_jax.models import flatten  # the model zoo (and JAX) only when writing
+
     arrays = {k: np.asarray(v).astype(storage_dtype) for k, v in flatten(params).items()}
     if meta is not None:
         arrays[META_KEY] = np.frombuffer(json.dumps({"format": FORMAT, **meta}).encode(),

@@ -1,10 +1,10 @@
-"""A loaded model (`InferenceModel`), the one way to build it from stored arrays, and the errors.
+"""A loaded model (`InferenceModel`) and the one way to build it from stored arrays.
 
 Every source of weights (a training checkpoint, a compact `.npz` file, a shipped model, a
 PyTorch file) ends in `assemble`: the model is rebuilt from its configuration, the stored arrays
 are checked against its parameter shapes (every missing, unexpected or wrongly shaped one named)
 and put on the first local device. Every way a weights source can be wrong raises a subclass of
-`WeightsError`, whose message starts with the source.
+`WeightsError` (`drsan_jax.weights.errors`), whose message starts with the source.
 """
 
 from __future__ import annotations
@@ -26,10 +26,7 @@ from drsan_jax.models import (
     param_shapes,
     unflatten,
 )
-
-
-class WeightsError(ValueError):
-    """Weights that cannot be loaded: missing, damaged, unsafe, or not fitting their model."""
+from drsan_jax.weights.errors import WeightsError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from drsan_jax.models import MODEL_NAMES, VARIANTS
-from drsan_jax.weights.loaded import WeightsError
+from drsan_jax.weights.errors import WeightsError
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 MANIFEST_NAME = "manifest.json"

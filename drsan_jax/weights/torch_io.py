@@ -62,7 +62,7 @@ import ml_dtypes
 import numpy as np
 
 from drsan_jax.limits import env_limit
-from drsan_jax.weights.loaded import WeightsError
+from drsan_jax.weights.errors import WeightsError
 
 MAX_WEIGHT_BYTES_ENV = "DRSAN_JAX_MAX_WEIGHT_BYTES"
 DEFAULT_MAX_WEIGHT_BYTES = 512 << 20

@@ -138,7 +138,8 @@ def test_a_config_file_that_does_not_exist_is_one_line(config_file, monkeypatch,
 
 @pytest.mark.parametrize("command,flag", [
     ("train.py", "--help"), ("train.py", "-h"), ("eval.py", "--help"), ("eval.py", "--helpfull"),
-    ("drsan_jax.upscale", "--help"),
+    ("drsan_jax.upscale", "--help"), ("drsan_jax.export", "--help"), ("drsan_jax.convert", "-h"),
+    ("drsan_jax.summary", "--help"),
 ])
 def test_help_exits_0_lists_every_flag_and_imports_no_jax(command, flag):
     # What the help costs is its imports: JAX and the model zoo are left for the work.

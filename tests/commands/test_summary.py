@@ -66,7 +66,7 @@ def test_bad_model_is_a_usage_error_listing_the_models(capsys):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--scale", "5"], "argument --scale: invalid choice: 5 (choose from 2, 3, 4)"),
+    (["--scale", "5"], "--scale 5: expected one of 2, 3, 4"),
     (["--model", "48x"], "--model: unknown model '48x'"),
 ])
 def test_bad_input_through_the_command_line_is_one_line(args, message):
