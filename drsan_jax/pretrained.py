@@ -14,6 +14,7 @@ never typed by hand. Maintainers add a model with the command line of this modul
     python eval.py --ckpt 32s-x2 --datasets Set5,Set14,B100 --protocol both --output_json e.json
     python -m drsan_jax.pretrained record-eval --name 32s-x2 e.json
     python -m drsan_jax.pretrained table      # docs/shipped_weights.md's table, from the manifest
+    python -m drsan_jax.pretrained table --readme   # the README's table (a test holds them equal)
 
 Anyone else exports to a folder of their own (`--output_dir DIR`: `DIR/<name>.npz`, which
 `--ckpt DIR/<name>.npz` loads, and `DIR/manifest.json`); one of the two flags is required, so
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from drsan_jax import cli, events, files
-from drsan_jax.models import flatten
+from drsan_jax.models import VARIANTS, flatten
 from drsan_jax.weights import checkpoints, compact, loading
 from drsan_jax.weights.loaded import InferenceModel
 from drsan_jax.weights.shipped import (
@@ -262,6 +263,28 @@ def markdown_table(protocol: str = "drsan", datasets: tuple[str, ...] = ("Set5",
     return "\n".join(lines)
 
 
+def readme_table(protocol: str = "drsan", datasets: tuple[str, ...] = ("Set5", "Set14", "B100"),
+                 directory: str | os.PathLike | None = None) -> str:
+    """The README's table of the shipped models: one plain row each, by scale then variant.
+
+    The README holds exactly this text (a test compares them), so that its numbers are the
+    manifest's and never typed.
+    """
+    order = {variant: i for i, variant in enumerate(VARIANTS)}
+    entries = sorted(read_manifest(directory)["models"].items(),
+                     key=lambda item: (item[1]["model"]["scale"],
+                                       order.get(item[1]["model"].get("variant"), len(order)),
+                                       item[0]))
+    lines = [f"| model | steps | {' | '.join(datasets)} |",
+             "|---|---|" + "---|" * len(datasets)]
+    for name, entry in entries:
+        scores = entry.get("evaluation", {}).get(protocol, {}).get("plain", {})
+        cells = [f"{scores[d]['psnr']:.2f} / {scores[d]['ssim']:.4f}" if d in scores else "-"
+                 for d in datasets]
+        lines.append(f"| `{name}` | {entry['training']['steps']} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """The maintainers' command line (see the module docstring)."""
     parser = cli.ArgumentParser(prog="python -m drsan_jax.pretrained", verbose=False,
@@ -292,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     tab = sub.add_parser("table", help="print the shipped models' Markdown table "
                                        "(docs/shipped_weights.md)")
     tab.add_argument("--protocol", default="drsan")
+    tab.add_argument("--readme", action="store_true",
+                     help="the README's short table instead (plain scores, with the steps)")
     args = parser.parse_args(argv)
     return cli.run(parser.prog, args.verbose, lambda: _run(args))
 
@@ -310,6 +335,8 @@ def _run(args: argparse.Namespace) -> None:
               f"{path.parent / MANIFEST_NAME}")
     elif args.command == "record-eval":
         record_eval(args.name, args.json, reference=args.reference)
+    elif args.readme:
+        print(readme_table(args.protocol))
     else:
         print(markdown_table(args.protocol))
 

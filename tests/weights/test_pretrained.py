@@ -6,6 +6,7 @@ import math
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -246,3 +247,36 @@ def test_upscale_without_ckpt_uses_the_shipped_model_for_the_scale(tmp_path, ben
     x3 = read_image(tmp_path / "photo_x3.png")
     assert x3.shape == (72, 90, 3)
     np.testing.assert_array_equal(x3, api.load("32s-x3").upscale(crop))
+
+
+def test_the_readme_table_is_the_manifest_s():
+    # The README's rows are generated (`python -m drsan_jax.pretrained table --readme`), never typed.
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = pretrained.readme_table()
+    assert table in readme, f"README.md's shipped-model table differs from the manifest's:\n{table}"
+    assert len(table.splitlines()) == 2 + len(shipped.read_manifest()["models"])
+
+
+def test_the_shipped_weights_page_quotes_the_manifest():
+    # docs/shipped_weights.md's score tables put bicubic and the paper beside the shipped models;
+    # every shipped model's row there must hold the manifest's numbers, under both protocols.
+    page = (Path(__file__).resolve().parents[2] / "docs" / "shipped_weights.md").read_text()
+    drsan_part, matlab_part = page.split("under `--protocol matlab`")
+    models = shipped.read_manifest()["models"]
+    seen = set()
+    for part, protocol in ((drsan_part, "drsan"), (matlab_part, "matlab")):
+        for row in part.splitlines():
+            cells = [c.strip() for c in row.strip().strip("|").split("|")]
+            if len(cells) != 5:
+                continue
+            name, _, label = cells[1].replace("*", "").partition(" (")[0].partition(" ")
+            if name not in models:
+                continue
+            mode = "self_ensemble" if label == "+" else "plain"
+            scores = models[name]["evaluation"][protocol][mode]
+            want = [f"{scores[d]['psnr']:.2f} / {scores[d]['ssim']:.4f}"
+                    for d in ("Set5", "Set14", "B100")]
+            assert cells[2:] == want, (protocol, row)
+            seen.add((name, protocol, mode))
+    assert seen == {(n, p, m) for n in models for p in ("drsan", "matlab")
+                    for m in ("plain", "self_ensemble")}, "a shipped model's row is missing"
