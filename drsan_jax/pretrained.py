@@ -29,14 +29,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from drsan_jax import cli, events, files
-from drsan_jax.models import VARIANTS, flatten
-from drsan_jax.weights import checkpoints, compact, loading
-from drsan_jax.weights.loaded import InferenceModel
+from drsan_jax.weights import compact
 from drsan_jax.weights.shipped import (
     FORMAT,
     MANIFEST_NAME,
@@ -45,6 +43,12 @@ from drsan_jax.weights.shipped import (
     read_manifest,
     sha256_of_file,
 )
+
+if TYPE_CHECKING:
+    from drsan_jax.weights.loaded import InferenceModel
+
+# The model zoo, the loader and Orbax (and so JAX) are imported by the functions that use them,
+# so that --help, list and the tables answer at once.
 
 STORAGE_DTYPES = compact.STORAGE_DTYPES
 
@@ -66,6 +70,8 @@ def validation_curve(step_dir: str | os.PathLike) -> dict[str, list[list[float]]
     Read from the TensorBoard event files of its workdir (`<workdir>/checkpoints/<step>`) up to
     that step: {"Set5": [[step, psnr], ...], ...}; empty for a checkpoint outside a workdir.
     """
+    from drsan_jax.weights import checkpoints
+
     step_dir = Path(step_dir)
     workdir = step_dir.parent.parent
     if step_dir.parent.name != checkpoints.CHECKPOINTS_SUBDIR or not events.event_files(workdir):
@@ -92,6 +98,9 @@ def verify_export(loaded: InferenceModel, path: Path, storage_dtype: str) -> flo
     Raises:
       PretrainedError: the file differs, naming the array or the difference.
     """
+    from drsan_jax.models import flatten
+    from drsan_jax.weights import loading
+
     written = loading.load_compact(path)
     expected = flatten(loaded.params)
     for key, value in flatten(written.params).items():
@@ -157,6 +166,8 @@ def export(
         raise PretrainedError(f"{name} already exists in {directory}{shipped}; pass --force to "
                               f"replace its weights and drop its manifest entry, or choose "
                               f"another --output_dir")
+    from drsan_jax.weights import checkpoints
+
     loaded = checkpoints.load(ckpt, which)
     valid = {f"{loaded.name}-x{loaded.scale}"}
     if loaded.family.name == "drsan" and loaded.variant:
@@ -270,6 +281,8 @@ def readme_table(protocol: str = "drsan", datasets: tuple[str, ...] = ("Set5", "
     The README holds exactly this text (a test compares them), so that its numbers are the
     manifest's and never typed.
     """
+    from drsan_jax.models import VARIANTS
+
     order = {variant: i for i, variant in enumerate(VARIANTS)}
     entries = sorted(read_manifest(directory)["models"].items(),
                      key=lambda item: (item[1]["model"]["scale"],

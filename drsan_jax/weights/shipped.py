@@ -21,6 +21,7 @@ maintainers' tool `python -m drsan_jax.pretrained` writes the files and the mani
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -28,15 +29,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from drsan_jax.models import MODEL_NAMES, VARIANTS
 from drsan_jax.weights.errors import WeightsError
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 MANIFEST_NAME = "manifest.json"
 FORMAT = "drsan-jax pretrained 1"
-# A shipped model's name: a model name (or DRSAN short name) and the scale, e.g. "32s-x2".
-NAME_PATTERN = re.compile(
-    r"^(" + "|".join(re.escape(n) for n in (*MODEL_NAMES, *VARIANTS)) + r")-x([234])$")
 
 
 class PretrainedError(WeightsError):
@@ -45,7 +42,20 @@ class PretrainedError(WeightsError):
 
 def is_model_name(text: str | os.PathLike) -> bool:
     """Whether `text` has the form of a shipped model's name ("32s-x2"), shipped or not."""
-    return isinstance(text, str) and NAME_PATTERN.match(text) is not None
+    return isinstance(text, str) and name_pattern().match(text) is not None
+
+
+@functools.cache
+def name_pattern() -> re.Pattern[str]:
+    """A shipped model's name: a model name (or DRSAN short name) and the scale, e.g. "32s-x2".
+
+    Built on first use, from the model zoo's names, so that importing this module (the
+    commands' argument checks) does not import the zoo and JAX.
+    """
+    from drsan_jax.models import MODEL_NAMES, VARIANTS
+
+    return re.compile(
+        r"^(" + "|".join(re.escape(n) for n in (*MODEL_NAMES, *VARIANTS)) + r")-x([234])$")
 
 
 def read_manifest(directory: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -75,6 +85,8 @@ def default_for_scale(scale: int, directory: str | os.PathLike | None = None) ->
     Raises:
       PretrainedError: no model for that scale ships.
     """
+    from drsan_jax.models import VARIANTS
+
     shipped = available(directory)
     names = [f"{v}-x{scale}" for v in VARIANTS if f"{v}-x{scale}" in shipped]
     if not names:
@@ -119,6 +131,6 @@ def verified_file(name: str, directory: str | os.PathLike | None = None
     return path, entry
 
 
-__all__ = ["FORMAT", "MANIFEST_NAME", "NAME_PATTERN", "PRETRAINED_DIR", "PretrainedError",
+__all__ = ["FORMAT", "MANIFEST_NAME", "name_pattern", "PRETRAINED_DIR", "PretrainedError",
            "available", "default_for_scale", "is_model_name", "read_manifest", "sha256_of_file",
            "verified_file"]
