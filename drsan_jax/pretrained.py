@@ -267,11 +267,15 @@ def markdown_table(protocol: str = "drsan", datasets: tuple[str, ...] = ("Set5",
             scores = entry.get("evaluation", {}).get(protocol, {}).get(mode)
             if not scores:
                 continue
-            cells = [f"{scores[d]['psnr']:.2f} / {scores[d]['ssim']:.4f}" if d in scores else "-"
-                     for d in datasets]
             lines.append(f"| {name}{label} ({entry['training']['steps']} steps) | "
-                         f"{' | '.join(cells)} |")
+                         f"{_score_cells(scores, datasets)} |")
     return "\n".join(lines)
+
+
+def _score_cells(scores: dict[str, Any], datasets: tuple[str, ...]) -> str:
+    """"PSNR / SSIM" of each dataset ("-" where it was not scored), as Markdown cells."""
+    return " | ".join(f"{scores[d]['psnr']:.2f} / {scores[d]['ssim']:.4f}" if d in scores else "-"
+                      for d in datasets)
 
 
 def readme_table(protocol: str = "drsan", datasets: tuple[str, ...] = ("Set5", "Set14", "B100"),
@@ -292,9 +296,8 @@ def readme_table(protocol: str = "drsan", datasets: tuple[str, ...] = ("Set5", "
              "|---|---|" + "---|" * len(datasets)]
     for name, entry in entries:
         scores = entry.get("evaluation", {}).get(protocol, {}).get("plain", {})
-        cells = [f"{scores[d]['psnr']:.2f} / {scores[d]['ssim']:.4f}" if d in scores else "-"
-                 for d in datasets]
-        lines.append(f"| `{name}` | {entry['training']['steps']} | {' | '.join(cells)} |")
+        lines.append(f"| `{name}` | {entry['training']['steps']} | "
+                     f"{_score_cells(scores, datasets)} |")
     return "\n".join(lines)
 
 

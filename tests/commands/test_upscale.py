@@ -200,13 +200,13 @@ def _upscale_peak_kib(picture, ckpt, output):
     # peak over an exec from vfork, so under a long pytest session it measured pytest.
     code = ("import re, sys\nfrom drsan_jax import upscale\nstatus = upscale.main(sys.argv[1:])\n"
             "hwm = re.search(r'VmHWM:\\s*(\\d+)', open('/proc/self/status').read()).group(1)\n"
-            "print('maxrss', hwm, file=sys.stderr)\nsys.exit(status)")
+            "print('VmHWM', hwm, file=sys.stderr)\nsys.exit(status)")
     result = subprocess.run([sys.executable, "-c", code, str(picture), "--ckpt", str(ckpt),
                              "--output", str(output)],
                             capture_output=True, text=True, timeout=300,
                             env={**os.environ, "JAX_PLATFORMS": "cpu",
                                  "DRSAN_JAX_CACHE_DIR": "none"})
-    return result, int(re.search(r"maxrss (\d+)", result.stderr).group(1))
+    return result, int(re.search(r"VmHWM (\d+)", result.stderr).group(1))
 
 
 def test_a_hostile_header_is_one_line_without_the_memory_it_asks_for(inputs, tmp_path, ckpt):
