@@ -9,7 +9,8 @@ Persistent compilation cache (on by default). A DRSAN train step takes seconds t
 CPU, and evaluation compiles one program per size bucket; JAX can keep compiled programs on disk
 and reuse them in the next run. The cache lives in `$XDG_CACHE_HOME/drsan_jax/xla` (default
 `~/.cache/drsan_jax/xla`); `DRSAN_JAX_CACHE_DIR=/some/dir` moves it and
-`DRSAN_JAX_CACHE_DIR=none` turns it off. A cache directory set through JAX
+`DRSAN_JAX_CACHE_DIR=none` turns it off (and `drsan_jax.source_cache`'s, beside it in
+`drsan_jax/`). A cache directory set through JAX
 (`JAX_COMPILATION_CACHE_DIR` or `jax.config`) is left as it is.
 
 CPU devices (on a CPU, one per core by default). XLA:CPU runs each of DRSAN's small
@@ -55,10 +56,21 @@ class RuntimeSettings:
     cpu_devices_source: str
 
 
+def cache_root() -> Path:
+    """`$XDG_CACHE_HOME/drsan_jax`, falling back to `~/.cache/drsan_jax`: every cache's parent."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "drsan_jax"
+
+
 def default_cache_dir() -> Path:
     """`$XDG_CACHE_HOME/drsan_jax/xla`, falling back to `~/.cache/drsan_jax/xla`."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "drsan_jax" / "xla"
+    return cache_root() / "xla"
+
+
+def caches_off() -> bool:
+    """True when `DRSAN_JAX_CACHE_DIR` turns caching off (`none`, `off`, `0`, ...)."""
+    value = os.environ.get(CACHE_DIR_ENV)
+    return value is not None and value.strip().lower() in _OFF
 
 
 def compilation_cache_dir() -> Path | None:
@@ -66,7 +78,7 @@ def compilation_cache_dir() -> Path | None:
     value = os.environ.get(CACHE_DIR_ENV)
     if value is None:
         return default_cache_dir()
-    if value.strip().lower() in _OFF:
+    if caches_off():
         return None
     return Path(value).expanduser()
 
@@ -228,6 +240,8 @@ def configure(batch_size: int | None = None, cpu_devices: int | None = None,
 
 __all__ = [
     "CACHE_DIR_ENV",
+    "cache_root",
+    "caches_off",
     "CPU_DEVICES_ENV",
     "RuntimeSettings",
     "compilation_cache_dir",
