@@ -121,6 +121,14 @@ def get_config() -> ml_collections.ConfigDict:
     # parameter whose name and shape match is copied (EDSR's x2 -> x3/x4 transfer: the
     # upsampler layers that differ start fresh). None: fresh.
     config.init_from = config_dict.placeholder(str)
+    # Distillation: a model to learn from beside the HR images (a shipped name, a workdir or a
+    # weights file, e.g. the LESRCNN authors' lesrcnn_x2.pth), at this run's scale. Its outputs
+    # on the training images are computed once before the first step and cropped with the
+    # patches; the loss becomes (1 - teacher_weight) * loss(SR, HR) + teacher_weight *
+    # loss(SR, teacher). None: no teacher.
+    config.teacher = config_dict.placeholder(str)
+    # With a teacher: the share of the loss that is the teacher's target, in (0, 1].
+    config.teacher_weight = 0.5
 
     # Background threads cutting patches.
     config.data_workers = 2

@@ -6,7 +6,8 @@ Field names follow OpenModelDB's model JSON where one fits (`name`, `author`, `l
 `trainingBatchSize`, `trainingHRSize`, `dataset`, `pretrainedModelG`), so a card can seed an
 entry there; OpenModelDB's platforms are pytorch, onnx and ncnn, so a TFLite or StableHLO file's
 `platform` is its format's name. The rest is this project's: `family`, `variant`,
-`parameters`, `input` / `output` (name, layout, shape, dtype, value range), `format` (opset or
+`parameters`, `teacher` (the distillation teacher and its loss weight, `--config.teacher`),
+`input` / `output` (name, layout, shape, dtype, value range), `format` (opset or
 serialisation version, producer), `precision`, `evaluation` (the shipped manifest's PSNR /
 SSIM) and `source` (the checkpoint and its step).
 
@@ -111,6 +112,9 @@ def build_card(
         "trainingHRSize": patch * scale if patch else None,
         "dataset": training.get("data") or train_config.get("train_data"),
         "pretrainedModelG": train_config.get("init_from"),
+        "teacher": ({"model": train_config["teacher"],
+                     "weight": train_config.get("teacher_weight")}
+                    if train_config.get("teacher") else None),
         "family": family,
         "variant": variant,
         "parameters": count_params(inference_model.params),

@@ -59,12 +59,15 @@ class PatchSampler:
         """The batch of training step `step` (0-based).
 
         Returns:
-          {"lq": (B, p, p, 3) uint8, "gt": (B, p*s, p*s, 3) uint8}.
+          {"lq": (B, p, p, 3) uint8, "gt": (B, p*s, p*s, 3) uint8}, and "teacher" (cut as "gt")
+          when the pairs carry a teacher's outputs.
         """
         p, s, b = self.patch_size, self.dataset.scale, self.batch_size
         num_images = len(self.dataset.pairs)
         lq = np.empty((b, p, p, 3), np.uint8)
         gt = np.empty((b, p * s, p * s, 3), np.uint8)
+        distilled = self.dataset.pairs[0].teacher is not None
+        teacher = np.empty_like(gt) if distilled else None
         rng = self._rng(_CROPS, step)
         orders: dict[int, np.ndarray] = {}
         for i in range(b):
@@ -77,7 +80,10 @@ class PatchSampler:
             k = int(rng.integers(NUM_TRANSFORMS))
             lq[i] = transform(pair.lq[y:y + p, x:x + p], k)
             gt[i] = transform(pair.gt[y * s:(y + p) * s, x * s:(x + p) * s], k)
-        return {"lq": lq, "gt": gt}
+            if distilled:
+                teacher[i] = transform(pair.teacher[y * s:(y + p) * s, x * s:(x + p) * s], k)
+        return {"lq": lq, "gt": gt} if teacher is None else {"lq": lq, "gt": gt,
+                                                            "teacher": teacher}
 
     def batches(self, start_step: int, workers: int = 2, prefetch: int = 8
                 ) -> Iterator[dict[str, np.ndarray]]:

@@ -51,11 +51,14 @@ class TrainingPair:
       gt: (H', W', 3) uint8 ground truth, H' >= H * scale and W' >= W * scale; the sampler only
         reads its top-left (H * scale, W * scale) corner, which is what the LR image covers.
       lq: (H, W, 3) uint8 low-quality input.
+      teacher: (H * scale, W * scale, 3) uint8, a teacher model's output on `lq` for
+        distillation (`training.teacher`), or None.
     """
 
     name: str
     gt: np.ndarray
     lq: np.ndarray
+    teacher: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)

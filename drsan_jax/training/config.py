@@ -94,6 +94,15 @@ def check_config(config: ml_collections.ConfigDict) -> None:
             loading.check_source(config.init_from)
         except (FileNotFoundError, ValueError) as e:
             raise ValueError(f"--config.init_from={config.init_from!r}: {e}") from None
+    if config.teacher:
+        require(len(train_scales(config)) == 1, "teacher",
+                "no teacher for a multi-scale model (its outputs are computed at one scale)")
+        try:
+            loading.check_source(config.teacher)
+        except (FileNotFoundError, ValueError) as e:
+            raise ValueError(f"--config.teacher={config.teacher!r}: {e}") from None
+    require(isinstance(config.teacher_weight, (int, float)) and 0 < config.teacher_weight <= 1,
+            "teacher_weight", "a weight in (0, 1] (1: the teacher's outputs alone)")
     for name, scale in itertools.product(val_datasets(config), train_scales(config)):
         try:
             data.pair_images(config.val_data, name, scale)

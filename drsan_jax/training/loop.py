@@ -60,6 +60,7 @@ from drsan_jax.training.step import (
     train_step,
 )
 from drsan_jax.training.stopping import StopRequests, TrainingStopped
+from drsan_jax.training.teacher import with_teacher_outputs
 from drsan_jax.training.warm_start import params_from_checkpoint
 from drsan_jax.weights import checkpoints
 
@@ -199,6 +200,11 @@ def _make_sampler(config: ml_collections.ConfigDict, scales: tuple[int, ...], ho
             jax.process_index(), jax.process_count(), config.data_workers)
         logging.info("training data: %d images on this host from %s at x%d (cache %s)",
                      len(dataset.pairs), config.train_data, scale, config.cache_dir)
+        if config.teacher:
+            dataset = with_teacher_outputs(dataset, config.teacher, config.cache_dir)
+            logging.info("distillation: loss = %g x %s(SR, HR) + %g x %s(SR, %s)",
+                         1 - config.teacher_weight, config.loss, config.teacher_weight,
+                         config.loss, config.teacher)
         samplers[scale] = data.PatchSampler(dataset, host_batch, config.patch_size, config.seed,
                                             jax.process_index())
     if len(scales) == 1:
@@ -299,13 +305,15 @@ def _train_loop(config, state, sampler, mesh, ckpts, writer, model, model_cfg, v
                  "take a minute on a CPU)",
                  " (each scale's when first drawn)" if len(branches) > 1 else "", start + 1)
     batches = sampler.batches(start, config.data_workers, config.prefetch_batches)
+    teacher_weight = float(config.teacher_weight) if config.teacher else 0.0
     with contextlib.closing(batches), StopRequests() as stop:
         for step in range(start + 1, total + 1):
             batch = next(batches)
             # A multi-scale batch names its scale: run that branch (compiled once per scale).
             state = state.replace(apply_fn=branches[batch.pop("scale", model.scale)].apply)
             state, step_metrics = train_step(state, parallel.shard_batch(batch, mesh),
-                                             loss=config.loss, ema_decay=config.ema_decay)
+                                             loss=config.loss, ema_decay=config.ema_decay,
+                                             teacher_weight=teacher_weight)
             pending.append((step, step_metrics))
             # The previous step's metrics are ready by now: looking at them does not stall the
             # device, which is already running this step.

@@ -81,16 +81,21 @@ def l1_fft_loss(sr: jax.Array, gt: jax.Array) -> jax.Array:
 _LOSS_FUNCTIONS = {"l1": l1_loss, "mse": mse_loss, "l1_fft": l1_fft_loss}
 
 
-@functools.partial(jax.jit, donate_argnums=(0,), static_argnames=("loss", "ema_decay"))
+@functools.partial(jax.jit, donate_argnums=(0,),
+                   static_argnames=("loss", "ema_decay", "teacher_weight"))
 def train_step(state: TrainState, batch: dict[str, jax.Array], loss: str = "l1",
-               ema_decay: float | None = None) -> tuple[TrainState, dict]:
+               ema_decay: float | None = None, teacher_weight: float = 0.0
+               ) -> tuple[TrainState, dict]:
     """One optimizer step on the loss of a batch.
 
     Args:
       state: the train state (donated: its buffers are reused for the result). Its `apply_fn`
         is the model at the batch's scale (a multi-scale model's branch).
-      batch: {"lq": (B, p, p, 3) uint8, "gt": (B, p*s, p*s, 3) uint8}, split over the mesh.
+      batch: {"lq": (B, p, p, 3) uint8, "gt": (B, p*s, p*s, 3) uint8}, split over the mesh,
+        and with distillation "teacher" (as "gt"): a teacher model's output on the patch.
       loss: "l1", "mse" or "l1_fft" (L1 + 0.05 x `fft_loss`).
+      teacher_weight: w of the distillation loss `(1 - w) * loss(sr, gt) + w * loss(sr,
+        teacher)` (`training.teacher`); 0: the batch's "teacher" is not needed.
       ema_decay: with a weight average in the state, its decay (`optim.ema_decay_at` caps it
         early in the run); the average is updated with the new parameters.
 
@@ -101,8 +106,16 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], loss: str = "l1",
     lq = batch["lq"].astype(jnp.float32) / 255.0  # (B, p, p, 3)
     gt = batch["gt"].astype(jnp.float32) / 255.0  # (B, p*s, p*s, 3)
 
+    if teacher_weight and "teacher" not in batch:
+        raise ValueError(f"teacher_weight={teacher_weight} needs the batch's teacher outputs")
+    teacher = batch["teacher"].astype(jnp.float32) / 255.0 if teacher_weight else None
+    criterion = _LOSS_FUNCTIONS[loss]
+
     def loss_fn(params):
-        return _LOSS_FUNCTIONS[loss](state.apply_fn({"params": params}, lq), gt)
+        sr = state.apply_fn({"params": params}, lq)
+        if teacher is None:
+            return criterion(sr, gt)
+        return (1 - teacher_weight) * criterion(sr, gt) + teacher_weight * criterion(sr, teacher)
 
     value, grads = jax.value_and_grad(loss_fn)(state.params)
     grad_norm = optax.tree.norm(grads)
