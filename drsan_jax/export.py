@@ -4,7 +4,9 @@
     python -m drsan_jax.export --ckpt runs/32s_x2 --format tflite --output drsan.tflite
     python -m drsan_jax.export --scale 3 --format stablehlo --output drsan-x3.stablehlo
 
-Every format takes any batch size, height and width (the output's are scale times larger):
+Every format takes any batch size, height and width (the output's are scale times larger),
+except where `--input_size HxW` fixes the height and width (the batch stays free, but for
+TFLite, whose fixed-size files take one image):
 
 - **onnx** (`jax2onnx`, opset 18 or newer: its ReduceMean is the opset-18 form, which an
   opset-17 file must not hold). Runs on ONNX Runtime, and in this package on
@@ -15,6 +17,14 @@ Every format takes any batch size, height and width (the output's are scale time
   emits). Runs on the LiteRT interpreter (`ai_edge_litert`), after `resize_tensor_input`.
 - **stablehlo** (`jax.export` with symbolic batch, height and width, serialised for CPU, CUDA,
   ROCm and TPU). Runs with `jax.export.deserialize(data).call(x)` on any of them.
+
+SMFANet and SAFMN pool their features on a grid that follows the image size (floor divisions of
+H and W). `jax.export` keeps those sizes symbolic, so their StableHLO takes any size of at
+least `min_side`; the ONNX and TFLite converters cannot express them, so these two formats need
+`--input_size HxW` for these families: the file then takes LR inputs of exactly that size, its
+model card and ONNX metadata say so, and `OnnxUpscaler` refuses any other size with one line
+(it mirrors a picture side below `upscaling.shapes.MIN_SIDE` up to it first, so a file meant
+for pictures needs at least that many pixels a side).
 
 `--layout nchw` takes and returns (B, 3, H, W), what ONNX-based upscaling applications expect;
 the default is the network's own NHWC. Input and output are RGB in [0, 1] (the output is not
@@ -63,6 +73,8 @@ PRECISIONS = ("fp32", "fp16")
 DEFAULT_OPSET = 18
 # jax2onnx (0.17) writes ReduceMean with its axes as an input, which needs opset 18.
 MIN_OPSET = 18
+# The batch of a fixed-size TFLite file (`--input_size`), which fixes every dimension.
+TFLITE_FIXED_BATCH = 1
 # Where a StableHLO export runs: the lowering is the same for all but the platform check.
 STABLEHLO_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 # format -> (modules it imports, the extra that installs them).
@@ -77,8 +89,22 @@ class ExportError(ValueError):
     """A request that cannot be exported; the message names the flag or file and the value."""
 
 
+def parse_input_size(text: str) -> tuple[int, int]:
+    """`--input_size`'s "HxW" (LR pixels, e.g. "256x256") -> (H, W).
+
+    Raises:
+      ExportError: anything but two positive integers joined by "x".
+    """
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ExportError(f"--input_size {text!r}: expected HEIGHTxWIDTH in LR pixels, two "
+                          f"positive integers such as 256x256")
+    return int(parts[0]), int(parts[1])
+
+
 def check_request(fmt: str, output: str | os.PathLike, layout: str = "nhwc",
-                  precision: str = "fp32", opset: int | None = None) -> Path:
+                  precision: str = "fp32", opset: int | None = None,
+                  input_size: tuple[int, int] | None = None) -> Path:
     """Checks an export request before anything is loaded.
 
     Args:
@@ -87,6 +113,7 @@ def check_request(fmt: str, output: str | os.PathLike, layout: str = "nhwc",
       layout: one of `LAYOUTS`.
       precision: one of `PRECISIONS`.
       opset: the ONNX opset (onnx only; None for `DEFAULT_OPSET`).
+      input_size: (H, W) of a fixed-size export, or None for any size.
 
     Returns:
       The output path.
@@ -105,6 +132,10 @@ def check_request(fmt: str, output: str | os.PathLike, layout: str = "nhwc",
     if opset is not None and opset < MIN_OPSET:
         raise ExportError(f"--opset {opset}: the ONNX export needs opset {MIN_OPSET} or newer "
                           f"(jax2onnx writes ReduceMean in its opset-18 form)")
+    if input_size is not None and (len(input_size) != 2
+                                   or not all(isinstance(n, int) and n > 0 for n in input_size)):
+        raise ExportError(f"--input_size {input_size!r}: expected (height, width), two positive "
+                          f"integers")
     output = Path(output)
     if output.is_dir():
         raise ExportError(f"--output {output} is a folder; name the file to write")
@@ -176,30 +207,43 @@ def _quiet_loggers(*names: str) -> Iterator[None]:
             logger.setLevel(level)
 
 
+def _input_shape(layout: str, height: Any, width: Any, batch: Any) -> tuple[Any, ...]:
+    return (batch, 3, height, width) if layout == "nchw" else (batch, height, width, 3)
+
+
 def _to_onnx(fn: Callable, layout: str, opset: int, metadata: dict[str, str],
-             name: str) -> tuple[bytes, dict[str, Any]]:
+             name: str, input_size: tuple[int, int] | None) -> tuple[bytes, dict[str, Any]]:
     import jax2onnx
     import onnx
 
-    shape = ("batch", 3, "height", "width") if layout == "nchw" else ("batch", "height", "width", 3)
+    height, width = input_size or ("height", "width")
+    shape = _input_shape(layout, height, width, "batch")
     with _quiet_loggers("onnx_ir", "jax2onnx"):
         proto = jax2onnx.to_onnx(fn, inputs=[shape], model_name=name.replace("-", "_"),
                                  opset=opset, input_names=["input"], output_names=["output"])
     onnx.helper.set_model_props(proto, metadata)
-    proto.doc_string = f"{name}: RGB in [0, 1], {layout.upper()}, any batch, height and width"
+    sizes = (f"any batch, {height}x{width} LR pixels only" if input_size
+             else "any batch, height and width")
+    proto.doc_string = f"{name}: RGB in [0, 1], {layout.upper()}, {sizes}"
     onnx.checker.check_model(proto)
     version = importlib.metadata.version("jax2onnx")
     return proto.SerializeToString(), {"opset": opset, "producer": f"jax2onnx {version}"}
 
 
-def _to_tflite(fn: Callable, layout: str, precision: str) -> tuple[bytes, dict[str, Any]]:
+def _to_tflite(fn: Callable, layout: str, precision: str, input_size: tuple[int, int] | None
+               ) -> tuple[bytes, dict[str, Any]]:
     # TensorFlow logs its C++ start-up chatter unless told otherwise before it is imported.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
     from jax.experimental import jax2tf
 
-    poly = "(b, 3, h, w)" if layout == "nchw" else "(b, h, w, 3)"
-    shape = [None, 3, None, None] if layout == "nchw" else [None, None, None, 3]
+    if input_size:
+        # Fully static, batch included: with a symbolic batch the pooled branches' gathers
+        # become dynamic gathers, which the TFLite converter does not legalise.
+        poly, shape = None, list(_input_shape(layout, *input_size, TFLITE_FIXED_BATCH))
+    else:
+        poly = "(b, 3, h, w)" if layout == "nchw" else "(b, h, w, 3)"
+        shape = list(_input_shape(layout, None, None, None))
     tf_fn = tf.function(
         jax2tf.convert(fn, polymorphic_shapes=[poly], with_gradient=False),
         input_signature=[tf.TensorSpec(shape, tf.float32, name="input")], autograph=False)
@@ -214,16 +258,20 @@ def _to_tflite(fn: Callable, layout: str, precision: str) -> tuple[bytes, dict[s
                   "producer": f"tensorflow {tf.__version__} (jax2tf)"}
 
 
-def _to_stablehlo(fn: Callable, layout: str, min_side: int | None = None
-                  ) -> tuple[bytes, dict[str, Any]]:
+def _to_stablehlo(fn: Callable, layout: str, min_side: int | None = None,
+                  input_size: tuple[int, int] | None = None) -> tuple[bytes, dict[str, Any]]:
     # A network with a smallest input (SMFANet, SAFMN: their pooled branches) states it, so that
     # the pooled sizes h // k are known to be positive; a smaller input is refused when called.
     import jax
     import jax.numpy as jnp
 
-    constraints = (f"h >= {min_side}", f"w >= {min_side}") if min_side else ()
-    b, h, w = jax.export.symbolic_shape("b, h, w", constraints=constraints)
-    shape = (b, 3, h, w) if layout == "nchw" else (b, h, w, 3)
+    if input_size:
+        (b,) = jax.export.symbolic_shape("b")
+        h, w = input_size
+    else:
+        constraints = (f"h >= {min_side}", f"w >= {min_side}") if min_side else ()
+        b, h, w = jax.export.symbolic_shape("b, h, w", constraints=constraints)
+    shape = _input_shape(layout, h, w, b)
     exported = jax.export.export(jax.jit(fn), platforms=STABLEHLO_PLATFORMS)(
         jax.ShapeDtypeStruct(shape, jnp.float32))
     return bytes(exported.serialize()), {
@@ -241,6 +289,7 @@ def export(
     layout: str = "nhwc",
     precision: str = "fp32",
     opset: int | None = None,
+    input_size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Exports a model to a file, with its model card beside it.
 
@@ -253,32 +302,40 @@ def export(
       layout: "nhwc" (default) or "nchw", of the input and the output.
       precision: "fp32" or "fp16" (see the module docstring).
       opset: the ONNX opset; default `DEFAULT_OPSET`.
+      input_size: (H, W) in LR pixels: the file takes inputs of that size only (any batch; for
+        tflite a batch of `TFLITE_FIXED_BATCH`). Needed by SMFANet and SAFMN in onnx and
+        tflite; default None, any size.
 
     Returns:
       The model card written.
 
     Raises:
-      ExportError: an invalid request, a missing optional package (see `check_request`), or
-        a family whose computation follows the image size (SMFANet, SAFMN) in a format other
-        than StableHLO.
+      ExportError: an invalid request, a missing optional package (see `check_request`), a
+        family whose computation follows the image size (SMFANet, SAFMN) in onnx or tflite
+        without `input_size`, or an `input_size` below the network's smallest side.
     """
     from drsan_jax import device_memory, model_card, models
 
-    output = check_request(fmt, output, layout, precision, opset)
+    output = check_request(fmt, output, layout, precision, opset, input_size)
     check_dependencies(fmt)
-    if fmt != "stablehlo" and not models.padded_batches_exact(inference_model.model):
+    name = model_card.model_name(inference_model)
+    if input_size is None and fmt != "stablehlo" and not models.padded_batches_exact(
+            inference_model.model):
         # The same property that rules out masks: pooled sizes that are floor divisions of the
         # image size (SMFANet, SAFMN). jax.export expresses them with symbolic sizes; the ONNX
-        # and TFLite converters do not (yet).
-        raise ExportError(f"{model_card.model_name(inference_model)}: its pooling grid follows "
-                          f"the image size, which --format {fmt} cannot express with any height "
-                          f"and width yet; use --format stablehlo, or run it with JAX "
-                          f"(drsan_jax.load, eval.py, upscale)")
+        # and TFLite converters do not (yet), but a fixed size makes them constants.
+        raise ExportError(f"{name}: its pooling grid follows the image size, which --format "
+                          f"{fmt} cannot express for any height and width: give the LR size the "
+                          f"file will take, --input_size HxW (e.g. 256x256), or use --format "
+                          f"stablehlo for any size")
+    min_side = getattr(inference_model.model, "min_side", None)
+    if input_size is not None and min_side and min(input_size) < min_side:
+        raise ExportError(f"--input_size {input_size[0]}x{input_size[1]}: {name} needs at least "
+                          f"{min_side} LR pixels a side")
     opset = DEFAULT_OPSET if opset is None else opset
     # TFLite's float16 is a storage type its converter applies to a float32 graph (a float16
     # graph fails its legalisation of the convolutions' padding).
     fn, model = inference_fn(inference_model, layout, "fp32" if fmt == "tflite" else precision)
-    name = model_card.model_name(inference_model)
     if fmt == "onnx":
         metadata = {
             onnx_runtime.META_NAME: name,
@@ -287,11 +344,13 @@ def export(
             onnx_runtime.META_STEP: str(getattr(inference_model, "step", None) or ""),
             onnx_runtime.META_BYTES_PER_PIXEL: f"{device_memory.bytes_per_pixel(model):.1f}",
         }
-        data, info = _to_onnx(fn, layout, opset, metadata, name)
+        if input_size:
+            metadata[onnx_runtime.META_INPUT_SIZE] = f"{input_size[0]}x{input_size[1]}"
+        data, info = _to_onnx(fn, layout, opset, metadata, name, input_size)
     elif fmt == "tflite":
-        data, info = _to_tflite(fn, layout, precision)
+        data, info = _to_tflite(fn, layout, precision, input_size)
     else:
-        data, info = _to_stablehlo(fn, layout, getattr(model, "min_side", None))
+        data, info = _to_stablehlo(fn, layout, getattr(model, "min_side", None), input_size)
     if precision == "fp16":
         compute = ("float32 on CPU, float16 on GPU delegates" if fmt == "tflite"
                    else "float16 (DRM means in float32)")
@@ -300,7 +359,9 @@ def export(
         described = {"name": "fp32", "weights": "float32", "compute": "float32",
                      "io": "float32"}
     card = model_card.build_card(inference_model, data=data, fmt=fmt, format_info=info,
-                                 layout=layout, precision=described)
+                                 layout=layout, precision=described, input_size=input_size,
+                                 batch=TFLITE_FIXED_BATCH if fmt == "tflite" and input_size
+                                 else None)
     card_bytes = (json.dumps(card, indent=2) + "\n").encode()
     files.atomic_write_files({output: data, model_card.card_path(output): card_bytes})
     return card
@@ -326,6 +387,10 @@ def parse_args(argv: list[str] | None) -> tuple[cli.ArgumentParser, argparse.Nam
                         help="nhwc (default) or nchw, of the input and the output")
     parser.add_argument("--precision", default="fp32",
                         help="fp32 (default) or fp16 weights and compute; float32 input/output")
+    parser.add_argument("--input_size", default=None, metavar="HxW",
+                        help="fix the LR input's height and width (e.g. 256x256; any batch); "
+                             "needed for SMFANet and SAFMN in onnx and tflite, whose pooling "
+                             "grid follows the image size (default: any size)")
     parser.add_argument("--opset", type=int, default=None,
                         help=f"ONNX opset, {MIN_OPSET} or newer (default {DEFAULT_OPSET})")
     return parser, parser.parse_args(argv)
@@ -341,7 +406,8 @@ def _export(args: argparse.Namespace) -> int:
     from drsan_jax import model_card
     from drsan_jax.weights import loading, shipped
 
-    check_request(args.format, args.output, args.layout, args.precision, args.opset)
+    input_size = None if args.input_size is None else parse_input_size(args.input_size)
+    check_request(args.format, args.output, args.layout, args.precision, args.opset, input_size)
     check_dependencies(args.format)
     ckpt = args.ckpt
     if ckpt is None:
@@ -355,7 +421,7 @@ def _export(args: argparse.Namespace) -> int:
         raise cli.UsageError(f"--ckpt {ckpt}: cannot load a model: {cli.first_line(e)}") from e
     try:
         card = export(inference_model, args.format, args.output, layout=args.layout,
-                      precision=args.precision, opset=args.opset)
+                      precision=args.precision, opset=args.opset, input_size=input_size)
     except ExportError:
         raise
     except Exception as e:  # noqa: BLE001 - a converter's own failure, whatever its type
@@ -368,7 +434,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 __all__ = ["DEFAULT_OPSET", "ExportError", "FORMATS", "LAYOUTS", "PRECISIONS", "check_request",
-           "check_dependencies", "export", "inference_fn", "main"]
+           "check_dependencies", "export", "inference_fn", "main", "parse_input_size"]
 
 
 if __name__ == "__main__":

@@ -58,6 +58,8 @@ def build_card(
     format_info: dict[str, Any],
     layout: str,
     precision: dict[str, str],
+    input_size: tuple[int, int] | None = None,
+    batch: int | None = None,
 ) -> dict[str, Any]:
     """The model card of one exported file.
 
@@ -70,6 +72,8 @@ def build_card(
       format_info: the format's version and producer (e.g. {"opset": 18, "producer": ...}).
       layout: "nhwc" or "nchw".
       precision: {"name": "fp32" | "fp16", "weights", "compute", "io"}.
+      input_size: (H, W) of a file that takes LR inputs of that size only; None for any size.
+      batch: the batch size of a file with a fixed batch; None for any batch.
 
     Returns:
       A JSON-serialisable dict (see the module docstring).
@@ -83,8 +87,13 @@ def build_card(
     patch = train_config.get("patch_size")
     variant = config.get("variant")
     family = inference_model.family.name
-    symbolic = ["batch", "height", "width"]
-    hr = ["batch", f"{scale}*height", f"{scale}*width"]
+    batch_dim = "batch" if batch is None else batch
+    if input_size:
+        symbolic = [batch_dim, *input_size]
+        hr = [batch_dim, scale * input_size[0], scale * input_size[1]]
+    else:
+        symbolic = ["batch", "height", "width"]
+        hr = ["batch", f"{scale}*height", f"{scale}*width"]
     in_shape = [symbolic[0], 3, *symbolic[1:]] if layout == "nchw" else [*symbolic, 3]
     out_shape = [hr[0], 3, *hr[1:]] if layout == "nchw" else [*hr, 3]
     return {
@@ -119,7 +128,11 @@ def build_card(
         "variant": variant,
         "parameters": count_params(inference_model.params),
         "input": {"name": "input", "layout": layout.upper(), "shape": in_shape,
-                  "dtype": precision["io"], "range": [0.0, 1.0], "color": "RGB"},
+                  "dtype": precision["io"], "range": [0.0, 1.0], "color": "RGB",
+                  **({"note": f"fixed size: {input_size[0]}x{input_size[1]} LR pixels only "
+                              f"(exported with --input_size)"
+                              + (f", batch {batch}" if batch is not None else "")}
+                     if input_size else {})},
         "output": {"name": "output", "layout": layout.upper(), "shape": out_shape,
                    "dtype": precision["io"], "range": [0.0, 1.0], "color": "RGB",
                    "note": "not clipped: clip to [0, 1] before quantising"},

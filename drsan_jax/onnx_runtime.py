@@ -36,6 +36,8 @@ META_LAYOUT = "drsan_jax.layout"
 META_BYTES_PER_PIXEL = "drsan_jax.bytes_per_lr_pixel"
 META_NAME = "drsan_jax.name"
 META_STEP = "drsan_jax.step"
+# "HxW" in a file exported with --input_size: it takes LR inputs of that size only.
+META_INPUT_SIZE = "drsan_jax.input_size"
 LAYOUTS = ("nhwc", "nchw")
 INSTALL_HINT = 'pip install -e ".[onnx]"'
 # The probe that finds the scale of a file without metadata, in LR pixels per side.
@@ -65,6 +67,8 @@ class OnnxUpscaler(PictureUpscaler):
       layout: "nhwc" or "nchw", the layout of the model's input and output.
       name: the model's name from its metadata ("32s-x2", ...), or None.
       step: the training step of its weights from its metadata, or None.
+      input_size: (H, W) for a file that takes LR inputs of that size only (exported with
+        --input_size), else None.
       session: the `onnxruntime.InferenceSession`.
     """
 
@@ -110,6 +114,7 @@ class OnnxUpscaler(PictureUpscaler):
         self.scale = int(meta[META_SCALE]) if META_SCALE in meta else self._probe_scale()
         self.name = meta.get(META_NAME)
         self.step = int(meta[META_STEP]) if meta.get(META_STEP, "").isdigit() else None
+        self.input_size = self._fixed_size(meta.get(META_INPUT_SIZE))
         bytes_per_pixel = meta.get(META_BYTES_PER_PIXEL)
         self._bytes_per_pixel = float(bytes_per_pixel) if bytes_per_pixel else None
 
@@ -122,10 +127,20 @@ class OnnxUpscaler(PictureUpscaler):
         raise ValueError(f"{self.path}: cannot tell the layout of input shape {shape}: neither "
                          f"axis 1 nor axis 3 is 3 (RGB)")
 
+    def _fixed_size(self, recorded: str | None) -> tuple[int, int] | None:
+        """The input's fixed (H, W) from the metadata, else from the graph's static dims."""
+        if recorded:
+            height, width = recorded.lower().split("x")
+            return int(height), int(width)
+        shape = self._input.shape
+        dims = shape[2:] if self.layout == "nchw" else shape[1:3]
+        return tuple(dims) if all(isinstance(d, int) for d in dims) else None
+
     def _probe_scale(self) -> int:
         """The scale of a model without metadata: the output side of a small input over its side."""
-        probe = np.zeros((_PROBE_SIDE, _PROBE_SIDE, 3), np.float32)
-        return self.predict(probe, scale=None).shape[0] // _PROBE_SIDE
+        height, width = self.input_size or (_PROBE_SIDE, _PROBE_SIDE)
+        probe = np.zeros((height, width, 3), np.float32)
+        return self.predict(probe, scale=None).shape[0] // height
 
     def __repr__(self) -> str:
         return (f"OnnxUpscaler({self.name or self.path.name} x{self.scale}, {self.layout}, "
@@ -140,7 +155,16 @@ class OnnxUpscaler(PictureUpscaler):
 
         Returns:
           (h * scale, w * scale, 3) float32, unclipped.
+
+        Raises:
+          ValueError: a file with a fixed input size and an input of another size.
         """
+        if self.input_size and tuple(lq.shape[:2]) != self.input_size:
+            height, width = self.input_size
+            raise ValueError(f"{self.path} takes {height}x{width} LR inputs only (it was exported "
+                             f"with --input_size {height}x{width}); got {lq.shape[0]}x"
+                             f"{lq.shape[1]}: export it again with --input_size "
+                             f"{lq.shape[0]}x{lq.shape[1]}, or run the JAX model")
         x = lq[None].astype(self._dtype)  # (1, h, w, 3)
         if self.layout == "nchw":
             x = x.transpose(0, 3, 1, 2)
@@ -167,7 +191,10 @@ class OnnxUpscaler(PictureUpscaler):
         """With the exporter's measure of the network's memory per LR pixel (XLA's, a close
         stand-in for ONNX Runtime's buffers), whether the picture fits in
         `memory.host_memory_budget()`; a file without that measure runs pictures of up to
-        `DEFAULT_TILE` squared pixels whole."""
+        `DEFAULT_TILE` squared pixels whole. A fixed-size file runs every picture whole (its
+        one size, or `predict`'s error)."""
+        if self.input_size:
+            return True
         if self._bytes_per_pixel is None:
             return height * width <= tiling.DEFAULT_TILE**2
         needed = memory.whole_image_bytes(self._bytes_per_pixel, self.scale, height, width)

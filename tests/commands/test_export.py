@@ -273,10 +273,11 @@ def without_jax2onnx(tmp_path_factory):
     (["--format", "onnx", "--scale", "3", "--ckpt", "32s-x2"],
      "is a drsan-32s x2 model; it cannot run at x3"),
     (["--format", "onnx", "--scale", "5"], "--scale 5: no shipped model"),
+    (["--format", "onnx", "--input_size", "64"], "--input_size '64': expected HEIGHTxWIDTH"),
     (["--format", "onnx", "missing-dependency"],
      'needs the jax2onnx package: pip install -e ".[onnx]"'),
 ], ids=["format", "ckpt", "folder", "opset", "opset-format", "layout", "precision", "scale",
-        "no-model", "dependency"])
+        "no-model", "input-size", "dependency"])
 def test_bad_requests_are_one_line_with_status_2(args, message, tmp_path, without_jax2onnx):
     env = None
     if args[-1] == "missing-dependency":
@@ -302,10 +303,11 @@ def test_command_line_writes_the_file_and_its_card(tmp_path):
 
 @pytest.mark.parametrize("name", ["smfanet/SMFANet_DF2K_100w_x4SR.pth",
                                   "safmn/team15_SAFMN.pth"])
-def test_whole_image_families_export_to_stablehlo_only(shared_data, benchmark_dir, tmp_path,
-                                                       name):
+def test_whole_image_families_export_to_any_size_in_stablehlo_only(shared_data, benchmark_dir,
+                                                                   tmp_path, name):
     # Their pooled sizes are floor divisions of the image size: jax.export keeps them symbolic,
-    # the ONNX converter cannot, and the ONNX request is refused with one line.
+    # the ONNX converter cannot, and an ONNX request without --input_size is refused with one
+    # line (the fixed-size ONNX files: test_export_fixed_size.py).
     from drsan_jax.weights.loading import load_model
 
     model = load_model(shared_data / "weights" / name)

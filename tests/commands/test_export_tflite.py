@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import random_params
 from export_fixtures import (
     MODELS,
     assert_matches_jax,
@@ -21,6 +22,8 @@ from export_fixtures import (
 )
 
 from drsan_jax import export, model_card
+from drsan_jax.models import build_model, schema
+from drsan_jax.weights import compact, loading
 
 
 def _require(module: str):
@@ -96,3 +99,23 @@ def test_tflite_takes_any_size_and_has_a_card(exported, inference_model):
     card = json.loads(model_card.card_path(half).read_text())
     assert card["precision"]["weights"] == "float16" and card["input"]["dtype"] == "float32"
     assert half.stat().st_size < 0.65 * path.stat().st_size  # float16 weights
+
+
+@pytest.mark.parametrize("name", ["smfanet", "safmn-ntire"])
+def test_fixed_size_tflite_of_a_whole_image_family(name, tmp_path):
+    # Their pooling grid follows the image size: with --input_size they export, at that size.
+    model = build_model(name, 2, features=8, num_blocks=1)
+    weights = compact.write(tmp_path / "tiny.npz", random_params(model), schema.config_of(model),
+                            storage_dtype="float32")
+    loaded = loading.load_model(weights)
+    with pytest.raises(export.ExportError, match=r"--format tflite cannot express.*--input_size"):
+        export.export(loaded, "tflite", tmp_path / "any.tflite")
+    path = tmp_path / "fixed.tflite"
+    export.export(loaded, "tflite", path, input_size=(40, 32))
+    (given,) = Interpreter(model_path=str(path)).get_input_details()
+    assert list(given["shape_signature"]) == [1, 40, 32, 3]  # all static (export.py)
+    lq = np.random.default_rng(0).random((1, 40, 32, 3), dtype=np.float32)
+    assert_matches_jax(run_tflite(path, lq), jax_reference(loaded, lq), "fp32")
+    card = json.loads(model_card.card_path(path).read_text())
+    assert card["input"]["shape"] == [1, 40, 32, 3] and card["output"]["shape"] == [1, 80, 64, 3]
+    assert card["input"]["note"].endswith("(exported with --input_size), batch 1")
