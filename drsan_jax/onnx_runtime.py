@@ -111,10 +111,10 @@ class OnnxUpscaler(PictureUpscaler):
         self.layout = meta.get(META_LAYOUT) or self._layout_from_shape(self._input.shape)
         if self.layout not in LAYOUTS:
             raise ValueError(f"{self.path} has layout {self.layout!r}; expected one of {LAYOUTS}")
+        self.input_size = self._fixed_size(meta.get(META_INPUT_SIZE))  # before the probe
         self.scale = int(meta[META_SCALE]) if META_SCALE in meta else self._probe_scale()
         self.name = meta.get(META_NAME)
         self.step = int(meta[META_STEP]) if meta.get(META_STEP, "").isdigit() else None
-        self.input_size = self._fixed_size(meta.get(META_INPUT_SIZE))
         bytes_per_pixel = meta.get(META_BYTES_PER_PIXEL)
         self._bytes_per_pixel = float(bytes_per_pixel) if bytes_per_pixel else None
 

@@ -93,6 +93,16 @@ def test_onnx_upscaler_runs_its_size_and_names_it_for_any_other(fixed):
         upscaler.upscale(other)
 
 
+def test_a_fixed_file_without_metadata_is_known_by_its_graph(fixed, tmp_path):
+    # Another exporter's static file: the size from the graph, the scale probed at that size.
+    _, _, path, (h, w) = fixed
+    proto = onnx.load(path)
+    del proto.metadata_props[:]
+    onnx.save(proto, tmp_path / "bare.onnx")
+    runner = onnx_runtime.load(tmp_path / "bare.onnx")
+    assert (runner.input_size, runner.scale, runner.layout) == ((h, w), 2, "nhwc")
+
+
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_whole_image_families_need_an_input_size_for_onnx(name, tmp_path):
     model = tiny_model(tmp_path, name)
