@@ -59,6 +59,7 @@ def _trace(model: nn.Module, hr_size: tuple[int, int]) -> tuple[Any, float]:
     import jax.numpy as jnp
 
     from drsan_jax.models.conv import Conv
+    from drsan_jax.models.depthwise import DepthwiseConv
 
     lq_side = 16
     macs = 0
@@ -67,9 +68,11 @@ def _trace(model: nn.Module, hr_size: tuple[int, int]) -> tuple[Any, float]:
         nonlocal macs
         module = context.module
         out = next_fun(*args, **kwargs)
-        if isinstance(module, (Conv, nn.Conv)) and context.method_name == "__call__":
+        if isinstance(module, (Conv, nn.Conv, DepthwiseConv)) \
+                and context.method_name == "__call__":
             kh, kw = module.kernel_size
-            groups = getattr(module, "feature_group_count", 1)
+            groups = (module.groups if isinstance(module, DepthwiseConv)
+                      else getattr(module, "feature_group_count", 1))
             macs += (math.prod(out.shape[:-1]) * kh * kw * args[0].shape[-1] * module.features
                      // groups)
         return out

@@ -9,6 +9,8 @@
                   shuffle (both orders), the upsampler, masks, the DIV2K mean shift, EDSR's
                   residual block, exact GELU, input checks
     conv.py       the stride-1 convolution with an im2col weight gradient (fast on CPUs)
+    depthwise.py  depthwise convolutions as shifted multiply-adds (SMFANet, SAFMN; 67x faster
+                  to train on CPUs than XLA's grouped convolution)
     dra.py        dynamic residual attention: the residual block and the DRA einsum that
                   DRSAN and DRAN share
     drsan.py      DRSAN: DRM, DRSA step, DRAG                         (Park et al., TMM 2021)

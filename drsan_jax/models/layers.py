@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from drsan_jax.models import conv as conv_lib
+from drsan_jax.models import depthwise
 
 Dtype = Any
 
@@ -69,10 +70,12 @@ def conv(module: nn.Module, features: int, kernel: int, name: str, *, init: str,
 
     The one convolution factory of every family. Its parameters are those of `nn.Conv`
     (`kernel` (k, k, cin / groups, features), `bias` (features,)); `module.conv_impl` only
-    chooses how the kernel gradient is computed (`drsan_jax.models.conv`). Grouped and 'VALID'
-    convolutions (SMFANet's, SAFMN's depthwise ones; SPAN's training-form branches) are
-    Flax's own `nn.Conv`, whose output channel o reads group o // (features / groups): PyTorch's
-    rule, so the authors' grouped kernels need only the usual transpose.
+    chooses how the kernel gradient is computed (`drsan_jax.models.conv`). Depthwise
+    convolutions (groups with one input channel each, `in_features=1`: SMFANet's and SAFMN's)
+    are `depthwise.DepthwiseConv`, whose `conv_impl` picks shifted multiply-adds on CPU; other
+    grouped and 'VALID' convolutions (SPAN's training-form branches) are Flax's own `nn.Conv`.
+    Both read output channel o from group o // (features / groups): PyTorch's rule, so the
+    authors' grouped kernels need only the usual transpose.
 
     Args:
       module: the module building the convolution; its `dtype` (computation), `param_dtype`
@@ -88,6 +91,11 @@ def conv(module: nn.Module, features: int, kernel: int, name: str, *, init: str,
       padding: "SAME", or "VALID" for no padding.
     """
     kernel_init, bias_init = initializers(init, kernel, in_features)
+    if groups != 1 and in_features == 1 and padding == "SAME":
+        return depthwise.DepthwiseConv(features, (kernel, kernel), groups, use_bias=use_bias,
+                                       kernel_init=kernel_init, bias_init=bias_init,
+                                       dtype=module.dtype, param_dtype=module.param_dtype,
+                                       impl=module.conv_impl, name=name)
     if groups != 1 or padding != "SAME":
         return nn.Conv(features, (kernel, kernel), padding=padding, feature_group_count=groups,
                        use_bias=use_bias, kernel_init=kernel_init, bias_init=bias_init,
