@@ -25,7 +25,12 @@ dtype (--dtype float32, the default, or bfloat16; parameters stay float32 either
 - torch: the same network in PyTorch (`../shared/bench/torch_drsan.py`, run by a Python that can
   import torch: --torch_python, else found), eager and optionally torch.compile, timed the same
   way in the same run, right after the JAX measurements (float32 at --scale only: with another
-  --dtype or --infer_scale it is skipped, with a note).
+  --dtype or --infer_scale it is skipped, with a note);
+- onnx: the same network (same weights) exported to ONNX (`drsan_jax.export`, float32) and run
+  in ONNX Runtime's CPU execution provider with its default threads at the infer sizes,
+  `onnx_median_s` for the file as exported (its graph rewritten, `drsan_jax.onnx_graph`) and
+  `onnx_plain_median_s` for jax2onnx's graph as written (`--onnx_rewrites none`), in the same
+  run as JAX and PyTorch (needs the [onnx] extra; float32 at --scale only).
 
 The machine may be shared: the 1-minute load average is recorded next to every section, and
 both frameworks' process CPU seconds per step are reported beside the wall time. Nothing here
@@ -63,7 +68,7 @@ REPO = Path(__file__).resolve().parents[1]
 TORCH_PEER = REPO.parent / "shared" / "bench" / "torch_drsan.py"
 INFER_SIZES = ((120, 80), (240, 160), (320, 180), (512, 384))  # LR (W, H)
 EVAL_DATASETS = ("Set5", "Set14", "B100")
-SECTIONS = ("train", "infer", "eval", "data", "startup", "torch")
+SECTIONS = ("train", "infer", "eval", "data", "startup", "torch", "onnx")
 # --smoke: a tiny DRSAN on tiny inputs, every section's code run once in seconds (for the tests;
 # its numbers mean nothing).
 SMOKE_MODEL = {"features": 8, "num_blocks": 1, "num_groups": 1}
@@ -461,9 +466,53 @@ def bench_torch(args, out: dict) -> None:
         out[f"torch_{mode}"] = result
 
 
+def bench_onnx(args, model, params, out: dict) -> None:
+    """ONNX Runtime's ms per image of the exported network, rewritten and as jax2onnx wrote it."""
+    if args.dtype != "float32" or args.infer_scale != args.scale:
+        out["onnx_note"] = (f"skipped: the ONNX section times float32 at --scale only "
+                            f"(--dtype {args.dtype}, --infer_scale {args.infer_scale})")
+        return
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        out["onnx_note"] = 'skipped: onnxruntime is not installed (pip install -e ".[onnx]")'
+        return
+    from drsan_jax import export, onnx_graph
+    from drsan_jax.models import config_of
+    from drsan_jax.weights.loaded import InferenceModel
+
+    config = config_of(model)
+    inference_model = InferenceModel(model=model, params=params, scale=args.scale,
+                                     variant=config["variant"], step=None, config=config,
+                                     path="random init")
+    out["onnx_load_before"] = load()
+    with tempfile.TemporaryDirectory() as folder:
+        for key, rewrites in (("onnx", onnx_graph.REWRITES), ("onnx_plain", ())):
+            path = Path(folder) / f"{key}.onnx"
+            t = time.perf_counter()
+            card = export.export(inference_model, "onnx", path, onnx_rewrites=rewrites)
+            out[f"{key}_export_s"] = time.perf_counter() - t
+            out[f"{key}_rewrites"] = card["format"]["rewrites"]
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            out[f"{key}_median_s"], out[f"{key}_cpu_s"] = {}, {}
+            for w, h in args.infer_sizes:
+                feed = {"input": np.asarray(jax.random.uniform(jax.random.key(1),
+                                                               (1, h, w, 3)))}
+                wall, cpu = timed(lambda feed=feed: session.run(None, feed), 1,
+                                  args.infer_iters)
+                out[f"{key}_median_s"][f"{w}x{h}"] = statistics.median(wall)
+                out[f"{key}_cpu_s"][f"{w}x{h}"] = statistics.median(cpu)
+    out["onnx_load_after"] = load()
+    out["onnxruntime"] = ort.__version__
+
+
 def ratios(out: dict) -> dict:
-    """JAX time / PyTorch time (below 1: JAX is faster)."""
+    """JAX (or ONNX Runtime) time / PyTorch time, and ONNX Runtime / JAX (below 1: faster)."""
     result = {}
+    for key, seconds in out.get("onnx_median_s", {}).items():
+        if key in out.get("infer_median_s", {}):
+            result[f"onnx_{key}_vs_jax"] = seconds / out["infer_median_s"][key]
+        result[f"onnx_{key}_vs_plain"] = seconds / out["onnx_plain_median_s"][key]
     for mode in ("eager", "compile"):
         peer = out.get(f"torch_{mode}")
         if not peer or "error" in peer:
@@ -476,6 +525,8 @@ def ratios(out: dict) -> dict:
         for key, seconds in out.get("infer_one_device_median_s", {}).items():
             result[f"infer_one_device_{key}_vs_torch_{mode}"] = (
                 seconds / peer["infer_median_s"][key])
+        for key, seconds in out.get("onnx_median_s", {}).items():
+            result[f"onnx_{key}_vs_torch_{mode}"] = seconds / peer["infer_median_s"][key]
     return result
 
 
@@ -516,6 +567,11 @@ def table(out: dict) -> str:
             mark = " (rows split)" if out["infer_rows_split"][key] else ""
             lines.append(f"  {key:24}{1000 * seconds:9.1f} {tm[0]} {tm[1]}"
                          f"{out['infer_compile_s'][key]:17.1f}{1000 * one[key]:16.1f}{mark}")
+    if "onnx_median_s" in out:
+        lines.append(f"  {'ONNX Runtime (ms/image)':24}{'rewritten':>10}{'as written':>11}")
+        for key, seconds in out["onnx_median_s"].items():
+            lines.append(f"  {key:24}{1000 * seconds:10.1f}"
+                         f"{1000 * out['onnx_plain_median_s'][key]:11.1f}")
     if "eval_wall_s" in out:
         lines.append(f"eval {'+'.join(EVAL_DATASETS)} ({out['eval_images']} images, "
                      f"{out['eval_programs_compiled']} programs compiled): "
@@ -534,7 +590,7 @@ def table(out: dict) -> str:
     for key, value in out.get("ratios", {}).items():
         lines.append(f"  {key}: {value:.2f}")
     lines.append(f"peak RSS {out['peak_rss_mib']:.0f} MiB; load {out['load_end']} at end")
-    for key in ("eval_note", "data_note", "startup_note", "torch_note"):
+    for key in ("eval_note", "data_note", "startup_note", "torch_note", "onnx_note"):
         if key in out:
             lines.append(f"{key}: {out[key]}")
     return "\n".join(lines)
@@ -577,7 +633,9 @@ def main(argv=None) -> None:
         bench_startup(args, out)
     if "torch" in args.sections:
         bench_torch(args, out)
-        out["ratios"] = ratios(out)
+    if "onnx" in args.sections:
+        bench_onnx(args, model, params, out)
+    out["ratios"] = ratios(out)
     out["load_end"] = load()
     print(table(out), file=sys.stderr if args.json else sys.stdout)
     if args.json:

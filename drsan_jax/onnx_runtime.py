@@ -38,6 +38,9 @@ META_NAME = "drsan_jax.name"
 META_STEP = "drsan_jax.step"
 # "HxW" in a file exported with --input_size: it takes LR inputs of that size only.
 META_INPUT_SIZE = "drsan_jax.input_size"
+# "prelu:36,dra_sum:16": the graph rewrites of `drsan_jax.onnx_graph` applied at export, and how
+# often each (empty: jax2onnx's graph as it was written).
+META_REWRITES = "drsan_jax.onnx_rewrites"
 LAYOUTS = ("nhwc", "nchw")
 INSTALL_HINT = 'pip install -e ".[onnx]"'
 # The probe that finds the scale of a file without metadata, in LR pixels per side.

@@ -57,7 +57,7 @@ def tiny_benchmark(benchmark_dir, tmp_path_factory):
 
 @pytest.mark.slow
 def test_bench_smoke():
-    proc = run_script("bench.py", "--smoke", "--sections", "train,infer,torch",
+    proc = run_script("bench.py", "--smoke", "--sections", "train,infer,torch,onnx",
                       "--torch_python", "/nonexistent/python", "--json")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["model_options"] == {"features": 8, "num_blocks": 1, "num_groups": 1}
@@ -70,7 +70,12 @@ def test_bench_smoke():
     for key in ("infer_median_s", "infer_cpu_s", "infer_compile_s", "infer_one_device_median_s",
                 "infer_one_device_cpu_s", "infer_rows_split"):
         assert list(out[key]) == ["24x16"], key
-    assert out["torch_note"].startswith("skipped: ") and out["ratios"] == {}
+    assert out["torch_note"].startswith("skipped: ")
+    for key in ("onnx_median_s", "onnx_cpu_s", "onnx_plain_median_s", "onnx_plain_cpu_s"):
+        assert list(out[key]) == ["24x16"], key
+    assert out["onnx_rewrites"]["prelu"] > 0 and out["onnx_rewrites"]["dra_sum"] > 0
+    assert out["onnx_plain_rewrites"] == {}
+    assert sorted(out["ratios"]) == ["onnx_24x16_vs_jax", "onnx_24x16_vs_plain"]
     assert not any(k.startswith(("eval_", "data_", "startup_")) for k in out)
     assert proc.stderr.splitlines()[0].startswith("DRSAN-32s x2 on ")  # the table
 

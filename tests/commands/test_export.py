@@ -106,6 +106,39 @@ def test_onnx_graph_has_symbolic_batch_height_and_width(exported, inference_mode
         onnx.TensorProto.FLOAT16}
 
 
+def test_onnx_graph_is_rewritten_for_onnx_runtime(exported, inference_model):
+    """Every PReLU is one PRelu and every DRA sum multiply-adds (drsan_jax.onnx_graph); the
+    metadata and the card count them. The values are held to JAX by the test above."""
+    from collections import Counter
+
+    from drsan_jax.models import flatten
+
+    prelus = sum(name.endswith("alpha") for name in flatten(inference_model.params))
+    drsan = inference_model.config["family"] == "drsan"
+    for layout, precision in (("nhwc", "fp32"), ("nchw", "fp32"), ("nhwc", "fp16")):
+        path = exported("onnx", layout, precision)
+        proto = onnx.load(path)
+        ops = Counter(node.op_type for node in proto.graph.node)
+        assert ops["PRelu"] == prelus and "Where" not in ops and "Einsum" not in ops, ops
+        meta = {p.key: p.value for p in proto.metadata_props}
+        counts = dict(item.split(":") for item in meta[onnx_runtime.META_REWRITES].split(","))
+        assert int(counts["prelu"]) == prelus
+        assert (int(counts["dra_sum"]) > 0) == drsan
+        card = json.loads(model_card.card_path(path).read_text())
+        assert card["format"]["rewrites"] == {k: int(v) for k, v in counts.items()}
+
+
+def test_export_without_rewrites_keeps_jax2onnx_graph(tmp_path):
+    """`--onnx_rewrites none` writes the graph jax2onnx made: the Where and the Einsum stay."""
+    path = tmp_path / "plain.onnx"
+    assert export.main(["--ckpt", "32s-x2", "--format", "onnx", "--output", str(path),
+                        "--onnx_rewrites", "none"]) == 0
+    proto = onnx.load(path)
+    ops = {node.op_type for node in proto.graph.node}
+    assert {"Where", "Einsum"} <= ops and "PRelu" not in ops
+    assert {p.key: p.value for p in proto.metadata_props}[onnx_runtime.META_REWRITES] == ""
+
+
 def test_model_card_describes_the_file(exported, inference_model):
     path = exported("onnx", "nchw", "fp32")
     card = json.loads(model_card.card_path(path).read_text())
@@ -274,10 +307,14 @@ def without_jax2onnx(tmp_path_factory):
      "is a drsan-32s x2 model; it cannot run at x3"),
     (["--format", "onnx", "--scale", "5"], "--scale 5: no shipped model"),
     (["--format", "onnx", "--input_size", "64"], "--input_size '64': expected HEIGHTxWIDTH"),
+    (["--format", "onnx", "--onnx_rewrites", "fuse"],
+     "--onnx_rewrites 'fuse': expected 'all', 'none' or some of prelu, dra_sum"),
+    (["--format", "stablehlo", "--onnx_rewrites", "none"],
+     "--onnx_rewrites none: only --format onnx"),
     (["--format", "onnx", "missing-dependency"],
      'needs the jax2onnx package: pip install -e ".[onnx]"'),
 ], ids=["format", "ckpt", "folder", "opset", "opset-format", "layout", "precision", "scale",
-        "no-model", "input-size", "dependency"])
+        "no-model", "input-size", "rewrites", "rewrites-format", "dependency"])
 def test_bad_requests_are_one_line_with_status_2(args, message, tmp_path, without_jax2onnx):
     env = None
     if args[-1] == "missing-dependency":
