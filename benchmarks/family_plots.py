@@ -17,7 +17,13 @@ TensorBoard event files. Writes
   logging window) against steps and against training time;
 - `families.md`: the table behind them (Set5 / Set14 / B100 PSNR and SSIM, steps, sizes),
 
-and prints the table. No number is typed by hand.
+- `families.json`: every run's record (the numbers above and its curves), so that a later
+  call can add runs without the earlier workdirs: runs recorded there are kept, and a run given
+  again replaces its record (same model name, scale and steps),
+
+and prints the table. No number is typed by hand. `--import_table OLD.md` records the rows of a
+table this script wrote before it kept records (scores at its two decimals, no curves: such
+runs appear in the table and the size figure, not in the curves figure).
 """
 
 from __future__ import annotations
@@ -130,24 +136,87 @@ def table(runs: list[dict]) -> str:
                  if s in run["scores"] else "-" for s in SETS]
         lines.append(f"| {run['name']} | {run['params']:,} | {run['macs'] / 1e9:.1f} | "
                      f"{run['step']} | " + " | ".join(cells)
-                     + f" | {run['curve_seconds'][-1] / 60:.1f} |")
+                     + f" | {record(run)['minutes']:.1f} |")
     return "\n".join(lines)
+
+
+RECORD_FILE = "families.json"
+RECORD_KEYS = ("name", "scale", "step", "params", "macs", "scores", "curve_steps", "curve_psnr",
+               "curve_seconds", "loss_steps", "loss", "loss_seconds", "config", "minutes",
+               "source")
+
+
+def record(run: dict) -> dict:
+    """What families.json keeps of a run (no machine paths)."""
+    kept = {key: run[key] for key in RECORD_KEYS if key in run}
+    if "minutes" not in kept and run.get("curve_seconds"):
+        kept["minutes"] = run["curve_seconds"][-1] / 60
+    return kept
+
+
+def import_table(path: Path) -> list[dict]:
+    """Records of the rows of a families.md that `table` wrote (see the module docstring)."""
+    lines = [line for line in path.read_text().splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    expected = ["model", "parameters", "720p MACs (G)", "steps",
+                *(f"{s} PSNR / SSIM" for s in SETS), "training minutes"]
+    if header != expected:
+        raise SystemExit(f"family_plots.py: error: {path} is not a table of this script "
+                         f"(header {header})")
+    runs = []
+    for line in lines[1:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if set(cells[0]) <= {"-"}:
+            continue
+        scores = {}
+        for name, cell in zip(SETS, cells[4:4 + len(SETS)]):
+            if cell != "-":
+                psnr, ssim = (float(v) for v in cell.split("/"))
+                scores[name] = {"psnr": psnr, "ssim": ssim}
+        runs.append({"name": cells[0], "scale": None, "step": int(cells[3]),
+                     "params": int(cells[1].replace(",", "")), "macs": float(cells[2]) * 1e9,
+                     "scores": scores, "minutes": float(cells[-1]),
+                     "source": f"imported from {path.name}"})
+    return runs
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("workdirs", nargs="+", type=Path, help="train.py workdirs with eval.json")
-    parser.add_argument("--output_dir", type=Path, required=True, help="where the PNGs go")
+    parser.add_argument("workdirs", nargs="*", type=Path,
+                        help="train.py workdirs with eval.json")
+    parser.add_argument("--output_dir", type=Path, required=True,
+                        help="where the figures, the table and families.json go")
+    parser.add_argument("--import_table", type=Path, default=None,
+                        help="a families.md written before families.json existed: its rows "
+                             "are recorded (scale from --import_scale)")
+    parser.add_argument("--import_scale", type=int, default=2,
+                        help="the scale of the imported table's runs")
     args = parser.parse_args(argv)
-    runs = [load_run(w) for w in args.workdirs]
+    record_file = args.output_dir / RECORD_FILE
+    recorded = json.loads(record_file.read_text()) if record_file.is_file() else []
+    if args.import_table is not None:
+        imported = import_table(args.import_table)
+        for run in imported:
+            run["scale"] = args.import_scale
+        recorded += imported
+    new = [record(load_run(w)) for w in args.workdirs]
+    key = lambda run: (run["name"], run["scale"], run["step"])  # noqa: E731
+    replaced = {key(run) for run in new}
+    runs = [run for run in recorded if key(run) not in replaced] + new
+    if not runs:
+        raise SystemExit("family_plots.py: error: no runs: give workdirs, or an --output_dir "
+                         "with families.json")
     scales = {run["scale"] for run in runs}
     if len(scales) > 1:
         raise SystemExit(f"family_plots.py: error: the runs have different scales {scales}")
     args.output_dir.mkdir(parents=True, exist_ok=True)
     plot_sizes(runs, args.output_dir / "families_psnr.png")
-    plot_curves(runs, args.output_dir / "families_curves.png")
+    with_curves = [run for run in runs if run.get("curve_steps")]
+    if with_curves:
+        plot_curves(with_curves, args.output_dir / "families_curves.png")
     text = table(runs)
     files.atomic_write_bytes(args.output_dir / "families.md", (text + "\n").encode())
+    files.atomic_write_bytes(record_file, (json.dumps(runs, indent=1) + "\n").encode())
     print(text)
 
 

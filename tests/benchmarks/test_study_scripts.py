@@ -100,6 +100,23 @@ def test_family_figures_and_table_come_from_eval_json(ema_run, benchmark, tmp_pa
     assert run["loss_seconds"][-1] == pytest.approx(run["curve_seconds"][-1])
     assert plots.time_unit(600) == (60.0, "minutes") and plots.time_unit(4 * 3600)[1] == "hours"
 
+    # families.json keeps the run: a later call without its workdir writes the same table, and
+    # rows of an older table (no records, no curves) join it.
+    recorded = json.loads((tmp_path / "families.json").read_text())
+    assert [r["name"] for r in recorded] == [run["name"]] and "workdir" not in recorded[0]
+    table = (tmp_path / "families.md").read_text()
+    old = tmp_path / "old.md"
+    old.write_text(table.splitlines()[0] + "\n" + table.splitlines()[1] + "\n"
+                   "| lesrcnn | 626,304 | 281.3 | 6 | 31.75 / 0.9313 | - | - | 16.6 |\n")
+    capsys.readouterr()
+    plots.main(["--output_dir", str(tmp_path), "--import_table", str(old)])
+    lines = (tmp_path / "families.md").read_text().splitlines()
+    assert lines[2] == table.splitlines()[2]
+    assert lines[3] == "| lesrcnn | 626,304 | 281.3 | 6 | 31.75 / 0.9313 | - | - | 16.6 |"
+    assert len(json.loads((tmp_path / "families.json").read_text())) == 2
+    plots.main([str(ema_run), "--output_dir", str(tmp_path)])  # replaces its own record
+    assert len(json.loads((tmp_path / "families.json").read_text())) == 2
+
 
 def test_the_manifest_curve_is_the_runs_validation_up_to_the_exported_step(ema_run, tmp_path):
     from drsan_jax import pretrained

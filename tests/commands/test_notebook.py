@@ -52,15 +52,21 @@ def test_notebook_runs_as_docs_say_and_draws_every_figure(shared_data, tmp_path)
     notebook = nbformat.read(output, as_version=4)
     figures = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs
                if "image/png" in o.get("data", {})]
-    assert len(figures) == 5
+    assert len(figures) == 6
+    text = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
+                   for o in cell.outputs)
+    # The successors' section found every released file it names and scored each.
+    for family in ("smfanet ", "span ", "safmn-ntire "):
+        assert family in text, text[-2000:]
+    assert "is not there; left out" not in text
 
 
 @pytest.mark.slow
 def test_notebook_takes_a_model_of_another_family(shared_data, monkeypatch):
     # LESRCNN from its authors' released weights: the comparison figure, and a note in place of
-    # the DRA and RSA sections, which it has nothing for.
+    # the DRA and RSA sections, which it has nothing for; the successors' section stays.
     lesrcnn = shared_data / "weights" / "lesrcnn" / "lesrcnn_x2.pth"
     figures, text = _run(shared_data, monkeypatch, str(lesrcnn))
-    assert len(figures) == 1
+    assert len(figures) == 2
     assert "lesrcnn has no dynamic residual module" in text
     assert "lesrcnn has no residual self-attention" in text
