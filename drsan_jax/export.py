@@ -12,9 +12,9 @@ TFLite, whose fixed-size files take one image):
   opset-17 file must not hold). Runs on ONNX Runtime, and in this package on
   `drsan_jax.onnx_runtime.OnnxUpscaler` (`drsan_jax.load("model.onnx")`), without JAX. The
   file's metadata_props hold the scale, layout and memory per pixel that the runner reads.
-  jax2onnx's graph is then rewritten into operators ONNX Runtime runs faster, with equal
-  results (`drsan_jax.onnx_graph`: PReLU as `PRelu`, the DRA einsum as multiply-adds; 2.4x on
-  DRSAN-32s); `--onnx_rewrites none` writes it as jax2onnx made it.
+  jax2onnx's graph is then rewritten into operators ONNX Runtime runs faster, with the same
+  results up to float32 rounding (`drsan_jax.onnx_graph`: PReLU as `PRelu`, the DRA einsum as
+  multiply-adds; 2.0-2.2x on DRSAN); `--onnx_rewrites none` writes it as jax2onnx made it.
 - **tflite** (`jax.experimental.jax2tf` with shape polymorphism, then `tf.lite.TFLiteConverter`
   with built-in operators only; TensorFlow's converter legalises the StableHLO that jax2tf
   emits). Runs on the LiteRT interpreter (`ai_edge_litert`), after `resize_tensor_input`.
