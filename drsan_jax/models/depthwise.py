@@ -36,11 +36,6 @@ from drsan_jax.models import conv as conv_lib
 Dtype = Any
 
 
-def _same_padding(size: int) -> tuple[int, int]:
-    low = (size - 1) // 2
-    return low, size - 1 - low
-
-
 def depthwise_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """XLA's grouped convolution with one input channel per group (stride 1, 'SAME')."""
     return lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
@@ -64,7 +59,8 @@ def depthwise_shifted(x: jax.Array, kernel: jax.Array) -> jax.Array:
         raise ValueError(f"a depthwise kernel for {c} channels is (kh, kw, 1, a multiple of "
                          f"{c}), got {kernel.shape}")
     multiplier = features // c
-    xp = jnp.pad(x, ((0, 0), _same_padding(kh), _same_padding(kw), (0, 0)))[..., None]
+    pad = conv_lib._same_padding  # lax's 'SAME' split, as the plain convolution pads
+    xp = jnp.pad(x, ((0, 0), pad(kh), pad(kw), (0, 0)))[..., None]
     taps = kernel.reshape(kh, kw, c, multiplier)  # output c * M + m reads input channel c
     out = None
     for i in range(kh):
