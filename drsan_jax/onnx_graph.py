@@ -15,7 +15,9 @@ Runtime 1.32, benchmarks/README.md), half the time of the graph as written went 
   (B, 1, 1, 1) slice of r: no stacking copy, and operators that stay in the blocked layout.
   The sum is taken in the order k = 0, 1, ..., so the result can differ from the einsum's by
   float32 rounding (a few 1e-7 relative); tests/commands/test_export.py holds the exported
-  files to the JAX model.
+  files to the JAX model. A model traced on a CPU already has the multiply-adds
+  (`dynamic_residual`'s "unrolled" form, its CPU default), so this pattern is found in exports
+  made on GPU or TPU machines, whose files then come out the same.
 
 `optimize(model)` applies both where the graph holds the exact pattern (every input, constant
 and use checked) and leaves anything else as written, then drops the nodes no longer used.

@@ -46,18 +46,64 @@ class ResidualBlock(nn.Module):
         return masked(layers.conv(self, self.features, 3, "conv2", init="glorot")(t), mask)
 
 
-def dynamic_residual(r_n: jax.Array, features: Sequence[jax.Array]) -> jax.Array:
+DRA_IMPLS = ("auto", "einsum", "unrolled")
+
+
+def default_dra_impl(backend: str | None = None) -> str:
+    """What `dynamic_residual(..., impl="auto")` stands for on a backend.
+
+    Args:
+      backend: "cpu", "gpu", "tpu", ...; default: `jax.default_backend()`.
+
+    Returns:
+      "unrolled" on CPU, where it was measured faster (benchmarks/README.md: the DRSAN-32s x2
+      train step 1.00 -> 0.77 s on 2 cores), and "einsum" elsewhere.
+    """
+    backend = jax.default_backend() if backend is None else backend
+    return "unrolled" if backend == "cpu" else "einsum"
+
+
+def dynamic_residual(r_n: jax.Array, features: Sequence[jax.Array],
+                     impl: str = "auto") -> jax.Array:
     """Dynamic residual attention of block n: d = sum_{k<n} r(n,k) f_k (paper Eq. 6).
+
+    The definition is one einsum over the stacked features, `"bk,bkhwc->bhwc"` ("einsum"). On
+    XLA:CPU that einsum stacks a copy of every preceding feature and runs a batched matrix
+    product whose contracted dimension is only n long, forward and backward; "unrolled" computes
+    the same sum as n per-image multiply-adds, which XLA fuses into one pass over the features.
+    Both give the same values up to float32 rounding (tests/models/test_drsan.py).
 
     Args:
       r_n: (B, n) weights r(n, 0..n-1) of one block, per image.
       features: the n preceding features f_0..f_{n-1} of the DRAG, each (B, H, W, C).
+      impl: "einsum", "unrolled" or "auto" (`default_dra_impl` of the default backend).
 
     Returns:
-      (B, H, W, C) weighted sum, one einsum over the stacked features.
+      (B, H, W, C) weighted sum.
     """
-    stacked = jnp.stack(features, axis=1)  # (B, n, H, W, C)
-    return jnp.einsum("bk,bkhwc->bhwc", r_n.astype(stacked.dtype), stacked)
+    if impl not in DRA_IMPLS:
+        raise ValueError(f"dynamic_residual impl must be one of {list(DRA_IMPLS)}, got {impl!r}")
+    if impl == "auto":
+        impl = default_dra_impl()
+    dtype = features[0].dtype
+    r_n = r_n.astype(dtype)
+    if impl == "einsum":
+        stacked = jnp.stack(features, axis=1)  # (B, n, H, W, C)
+        return jnp.einsum("bk,bkhwc->bhwc", r_n, stacked)
+    out = None
+    for k, f in enumerate(features):
+        # Slices, not NumPy indexing: under a symbolic batch size (jax.export, jax2tf) an
+        # integer index becomes a gather, which TFLite's converter cannot take.
+        term = jnp.expand_dims(jax.lax.slice_in_dim(r_n, k, k + 1, axis=1), (2, 3)) * f
+        out = term if out is None else out + term
+    return out
 
 
-__all__ = ["ResidualBlock", "dynamic_residual", "num_paths", "path_index"]
+__all__ = [
+    "DRA_IMPLS",
+    "ResidualBlock",
+    "default_dra_impl",
+    "dynamic_residual",
+    "num_paths",
+    "path_index",
+]

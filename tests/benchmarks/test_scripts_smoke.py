@@ -73,7 +73,8 @@ def test_bench_smoke():
     assert out["torch_note"].startswith("skipped: ")
     for key in ("onnx_median_s", "onnx_cpu_s", "onnx_plain_median_s", "onnx_plain_cpu_s"):
         assert list(out[key]) == ["24x16"], key
-    assert out["onnx_rewrites"]["prelu"] > 0 and out["onnx_rewrites"]["dra_sum"] > 0
+    # On a CPU the DRA sum is traced as multiply-adds already: only the PReLUs are rewritten.
+    assert out["onnx_rewrites"]["prelu"] > 0 and out["onnx_rewrites"]["dra_sum"] == 0
     assert out["onnx_plain_rewrites"] == {}
     assert sorted(out["ratios"]) == ["onnx_24x16_vs_jax", "onnx_24x16_vs_plain"]
     assert not any(k.startswith(("eval_", "data_", "startup_")) for k in out)

@@ -29,7 +29,7 @@ from export_fixtures import (
 import drsan_jax
 from drsan_jax import api, export, model_card, onnx_runtime, upscale
 from drsan_jax.data import read_image
-from drsan_jax.models import count_params
+from drsan_jax.models import count_params, dra
 from drsan_jax.upscaling import shapes
 
 onnx = pytest.importorskip("onnx", reason='the ONNX tests need pip install -e ".[onnx]"')
@@ -114,7 +114,6 @@ def test_onnx_graph_is_rewritten_for_onnx_runtime(exported, inference_model):
     from drsan_jax.models import flatten
 
     prelus = sum(name.endswith("alpha") for name in flatten(inference_model.params))
-    drsan = inference_model.config["family"] == "drsan"
     for layout, precision in (("nhwc", "fp32"), ("nchw", "fp32"), ("nhwc", "fp16")):
         path = exported("onnx", layout, precision)
         proto = onnx.load(path)
@@ -123,12 +122,20 @@ def test_onnx_graph_is_rewritten_for_onnx_runtime(exported, inference_model):
         meta = {p.key: p.value for p in proto.metadata_props}
         counts = dict(item.split(":") for item in meta[onnx_runtime.META_REWRITES].split(","))
         assert int(counts["prelu"]) == prelus
-        assert (int(counts["dra_sum"]) > 0) == drsan
+        # Traced on a CPU the DRA sum is already multiply-adds (`dra.default_dra_impl`): the
+        # einsum's rewrite has nothing to do (test_einsum_dra_sum_is_rewritten covers it).
+        assert int(counts["dra_sum"]) == 0
         card = json.loads(model_card.card_path(path).read_text())
         assert card["format"]["rewrites"] == {k: int(v) for k, v in counts.items()}
 
 
-def test_export_without_rewrites_keeps_jax2onnx_graph(tmp_path):
+@pytest.fixture
+def einsum_dra(monkeypatch):
+    """Traces DRSAN's DRA sum as the stacked einsum, as it is on GPUs and TPUs."""
+    monkeypatch.setattr(dra, "default_dra_impl", lambda backend=None: "einsum")
+
+
+def test_export_without_rewrites_keeps_jax2onnx_graph(tmp_path, einsum_dra):
     """`--onnx_rewrites none` writes the graph jax2onnx made: the Where and the Einsum stay."""
     path = tmp_path / "plain.onnx"
     assert export.main(["--ckpt", "32s-x2", "--format", "onnx", "--output", str(path),
@@ -137,6 +144,24 @@ def test_export_without_rewrites_keeps_jax2onnx_graph(tmp_path):
     ops = {node.op_type for node in proto.graph.node}
     assert {"Where", "Einsum"} <= ops and "PRelu" not in ops
     assert {p.key: p.value for p in proto.metadata_props}[onnx_runtime.META_REWRITES] == ""
+
+
+def test_einsum_dra_sum_is_rewritten(tmp_path, einsum_dra, benchmark_dir):
+    """A DRSAN traced with the einsum DRA sum (a GPU or TPU machine's export) gets every einsum
+    rewritten into multiply-adds, one per DRSA step, and still equals the JAX model."""
+    model = load_exported_model("32s-x2")
+    path = tmp_path / "einsum.onnx"
+    export.export(model, "onnx", path)
+    proto = onnx.load(path)
+    assert "Einsum" not in {node.op_type for node in proto.graph.node}
+    meta = {p.key: p.value for p in proto.metadata_props}
+    counts = dict(item.split(":") for item in meta[onnx_runtime.META_REWRITES].split(","))
+    steps = model.config["num_groups"] * model.config["num_blocks"]
+    assert int(counts["dra_sum"]) == steps
+    for name, lq in lq_batches(benchmark_dir, model.scale).items():
+        got = from_layout(run_file(path, "onnx", to_layout(lq, "nhwc")), "nhwc")
+        numbers = assert_matches_jax(got, jax_reference(model, lq), "fp32", "drsan")
+        print(f"einsum-traced onnx {name}: {numbers}")
 
 
 def test_model_card_describes_the_file(exported, inference_model):

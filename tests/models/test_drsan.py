@@ -14,6 +14,7 @@ from drsan_jax.models import (
     DRSAN,
     build_model,
     count_params,
+    dra,
     drsan,
     init_params,
     param_shapes,
@@ -86,7 +87,8 @@ def test_path_index_order():
     assert [models.path_index(n, k) for n, k in order] == list(range(models.num_paths(4)))
 
 
-def test_dynamic_residual_einsum_equals_loop():
+@pytest.mark.parametrize("impl", ["einsum", "unrolled", "auto"])
+def test_dynamic_residual_equals_loop(impl):
     rng = np.random.default_rng(0)
     feats = [jnp.asarray(rng.normal(size=(3, 5, 7, 4)), jnp.float32) for _ in range(4)]
     r_n = jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)
@@ -94,7 +96,30 @@ def test_dynamic_residual_einsum_equals_loop():
     for b in range(3):
         for k in range(4):
             expected[b] += float(r_n[b, k]) * np.asarray(feats[k][b])
-    np.testing.assert_allclose(models.dynamic_residual(r_n, feats), expected, rtol=1e-5, atol=1e-5)
+    got = models.dynamic_residual(r_n, feats, impl=impl)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_dynamic_residual_gradients_agree_between_impls():
+    """The unrolled sum (the CPU default) has the einsum's gradients, for r and every f_k."""
+    rng = np.random.default_rng(1)
+    feats = [jnp.asarray(rng.normal(size=(2, 6, 5, 3)), jnp.float32) for _ in range(3)]
+    r_n = jnp.asarray(rng.normal(size=(2, 3)), jnp.float32)
+    weight = jnp.asarray(rng.normal(size=(2, 6, 5, 3)), jnp.float32)
+
+    def loss(impl):
+        return lambda r, fs: jnp.sum(weight * models.dynamic_residual(r, fs, impl=impl))
+
+    einsum = jax.grad(loss("einsum"), argnums=(0, 1))(r_n, feats)
+    unrolled = jax.grad(loss("unrolled"), argnums=(0, 1))(r_n, feats)
+    chex.assert_trees_all_close(unrolled, einsum, rtol=1e-5, atol=1e-5)
+
+
+def test_dynamic_residual_impl_choice():
+    assert dra.default_dra_impl("cpu") == "unrolled"
+    assert dra.default_dra_impl("gpu") == dra.default_dra_impl("tpu") == "einsum"
+    with pytest.raises(ValueError, match=r"impl must be one of \['auto', 'einsum', 'unrolled'\]"):
+        models.dynamic_residual(jnp.ones((1, 1)), [jnp.ones((1, 2, 2, 1))], impl="matmul")
 
 
 def drag_reference(params, f0, num_blocks):
