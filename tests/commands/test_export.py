@@ -129,6 +129,27 @@ def test_onnx_graph_is_rewritten_for_onnx_runtime(exported, inference_model):
         assert card["format"]["rewrites"] == {k: int(v) for k, v in counts.items()}
 
 
+
+def test_onnx_upscaler_opens_the_graph_rewritten_for_the_cpu(exported, inference_model, batches):
+    """On the CPU provider every float32 PRelu runs as depthwise convolutions and ReLUs
+    (onnx_graph.CPU_REWRITES), in memory: the same values bit for bit as the file's graph, and
+    held to JAX like the file; float16 files and cpu_rewrites=False run as written."""
+    from drsan_jax.models import flatten
+
+    prelus = sum(name.endswith("alpha") for name in flatten(inference_model.params))
+    for layout in ("nhwc", "nchw"):
+        path = exported("onnx", layout, "fp32")
+        fast = onnx_runtime.OnnxUpscaler(path, providers=["CPUExecutionProvider"])
+        plain = onnx_runtime.OnnxUpscaler(path, providers=["CPUExecutionProvider"],
+                                          cpu_rewrites=False)
+        assert fast.rewrites.get("prelu_nchwc", 0) == prelus and plain.rewrites == {}
+        lq = next(iter(batches.values()))[0]
+        got = fast.predict(lq)
+        np.testing.assert_array_equal(got, plain.predict(lq))
+        assert_matches_jax(got[None], jax_reference(inference_model, lq[None]), "fp32",
+                           inference_model.config["family"])
+    assert onnx_runtime.OnnxUpscaler(exported("onnx", "nhwc", "fp16")).rewrites == {}
+
 @pytest.fixture
 def einsum_dra(monkeypatch):
     """Traces DRSAN's DRA sum as the stacked einsum, as it is on GPUs and TPUs."""

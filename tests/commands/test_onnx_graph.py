@@ -120,3 +120,61 @@ def test_an_einsum_over_another_axis_is_left_as_written():
 def test_unknown_rewrite_names_the_choices():
     with pytest.raises(ValueError, match="unknown ONNX rewrite.*prelu, dra_sum"):
         onnx_graph.optimize(prelu_model(), ("fuse_everything",))
+
+
+def prelu_op_model(alpha, channels_last=True):
+    """One PRelu(x, alpha) on a 4-D float32 x: the form the 'prelu' rewrite writes."""
+    shape = [None, None, None, CHANNELS] if channels_last else [None, CHANNELS, None, None]
+    elem = TensorProto.FLOAT16 if alpha.dtype == np.float16 else TensorProto.FLOAT
+    return make_model([helper.make_node("PRelu", ["x", "alpha"], ["y"])],
+                      [helper.make_tensor_value_info("x", elem, shape)],
+                      [helper.make_tensor_value_info("y", elem, [None] * 4)], {"alpha": alpha})
+
+
+SLOPES = np.array([0.25, -0.5, 0.0, 1.5], np.float32)
+
+
+@pytest.mark.parametrize("channels_last", [True, False], ids=["nhwc", "nchw"])
+def test_prelu_nchwc_keeps_every_value_bit_for_bit(channels_last):
+    alpha = SLOPES.reshape((1, 1, 1, CHANNELS) if channels_last else (1, CHANNELS, 1, 1))
+    model = prelu_op_model(alpha, channels_last)
+    shape = (2, 3, 5, CHANNELS) if channels_last else (2, CHANNELS, 3, 5)
+    x = np.random.default_rng(2).normal(size=shape).astype(np.float32) * 100
+    x.reshape(-1)[:6] = [0.0, 1e-38, -1e-38, 3e38, -3e38, -1e-45]
+    before = run(model, {"x": x})
+    counts = onnx_graph.optimize(model, onnx_graph.CPU_REWRITES)
+    assert counts == {"prelu_nchwc": 1, "removed": 0}
+    ops = [node.op_type for node in model.graph.node]
+    assert "PRelu" not in ops and ops.count("Conv") == 2 and ops.count("Relu") == 2
+    assert ops.count("Transpose") == (2 if channels_last else 0)
+    onnx.checker.check_model(model)
+    after = run(model, {"x": x})
+    np.testing.assert_array_equal(after, before)
+    with np.errstate(over="ignore"):  # -3e38 * 1.5 is -inf in both
+        np.testing.assert_array_equal(after, np.where(x >= 0, x, alpha * x))
+
+
+@pytest.mark.parametrize("alpha", [
+    np.full((1, 1, 1, 1), 0.25, np.float32),              # one slope for every channel
+    SLOPES,                                                # (C,): rank of x unknown
+    SLOPES.astype(np.float16).reshape(1, 1, 1, CHANNELS),  # float16: no blocked layout
+], ids=["scalar", "rank-1", "float16"])
+def test_prelu_nchwc_leaves_other_slopes_as_written(alpha):
+    model = prelu_op_model(alpha)
+    assert onnx_graph.optimize(model, onnx_graph.CPU_REWRITES)["prelu_nchwc"] == 0
+    assert [node.op_type for node in model.graph.node] == ["PRelu"]
+
+
+def test_prelu_nchwc_needs_a_constant_slope():
+    model = make_model([helper.make_node("PRelu", ["x", "a"], ["y"])],
+                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None] * 4),
+                        helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 1, 1, 4])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None] * 4)], {})
+    assert onnx_graph.optimize(model, onnx_graph.CPU_REWRITES)["prelu_nchwc"] == 0
+
+
+def test_the_export_rewrites_leave_the_cpu_rewrite_out():
+    assert not set(onnx_graph.CPU_REWRITES) & set(onnx_graph.REWRITES)
+    model = prelu_op_model(SLOPES.reshape(1, 1, 1, CHANNELS))
+    assert "prelu_nchwc" not in onnx_graph.optimize(model)
+    assert [node.op_type for node in model.graph.node] == ["PRelu"]
