@@ -27,10 +27,13 @@ dtype (--dtype float32, the default, or bfloat16; parameters stay float32 either
   way in the same run, right after the JAX measurements (float32 at --scale only: with another
   --dtype or --infer_scale it is skipped, with a note);
 - onnx: the same network (same weights) exported to ONNX (`drsan_jax.export`, float32) and run
-  in ONNX Runtime's CPU execution provider with its default threads at the infer sizes,
-  `onnx_median_s` for the file as exported (its graph rewritten, `drsan_jax.onnx_graph`) and
-  `onnx_plain_median_s` for jax2onnx's graph as written (`--onnx_rewrites none`), in the same
-  run as JAX and PyTorch (needs the [onnx] extra; float32 at --scale only).
+  in ONNX Runtime's CPU execution provider with its default threads at the infer sizes:
+  `onnx_median_s` as `onnx_runtime.OnnxUpscaler` runs the file (the exported graph with
+  `onnx_graph.CPU_REWRITES` applied in memory; `onnx_rewrites` counts every rewrite),
+  `onnx_file_median_s` for the file's graph as exported (`onnx_graph.REWRITES`), and
+  `onnx_plain_median_s` for jax2onnx's graph as written (`--onnx_rewrites none`), one session
+  after another, in the same run as JAX and PyTorch (needs the [onnx] extra; float32 at
+  --scale only).
 
 The machine may be shared: the 1-minute load average is recorded next to every section, and
 both frameworks' process CPU seconds per step are reported beside the wall time. Nothing here
@@ -467,7 +470,8 @@ def bench_torch(args, out: dict) -> None:
 
 
 def bench_onnx(args, model, params, out: dict) -> None:
-    """ONNX Runtime's ms per image of the exported network, rewritten and as jax2onnx wrote it."""
+    """ONNX Runtime's ms per image of the exported network: as this package runs it, the file
+    as exported, and jax2onnx's graph as written, one after another."""
     if args.dtype != "float32" or args.infer_scale != args.scale:
         out["onnx_note"] = (f"skipped: the ONNX section times float32 at --scale only "
                             f"(--dtype {args.dtype}, --infer_scale {args.infer_scale})")
@@ -477,7 +481,7 @@ def bench_onnx(args, model, params, out: dict) -> None:
     except ImportError:
         out["onnx_note"] = 'skipped: onnxruntime is not installed (pip install -e ".[onnx]")'
         return
-    from drsan_jax import export, onnx_graph
+    from drsan_jax import export, onnx_graph, onnx_runtime
     from drsan_jax.models import config_of
     from drsan_jax.weights.loaded import InferenceModel
 
@@ -486,22 +490,31 @@ def bench_onnx(args, model, params, out: dict) -> None:
                                      variant=config["variant"], step=None, config=config,
                                      path="random init")
     out["onnx_load_before"] = load()
+    cpu = ["CPUExecutionProvider"]
     with tempfile.TemporaryDirectory() as folder:
-        for key, rewrites in (("onnx", onnx_graph.REWRITES), ("onnx_plain", ())):
+        sessions = {}
+        for key, rewrites in (("onnx_file", onnx_graph.REWRITES), ("onnx_plain", ())):
             path = Path(folder) / f"{key}.onnx"
             t = time.perf_counter()
             card = export.export(inference_model, "onnx", path, onnx_rewrites=rewrites)
             out[f"{key}_export_s"] = time.perf_counter() - t
             out[f"{key}_rewrites"] = card["format"]["rewrites"]
-            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            sessions[key] = ort.InferenceSession(str(path), providers=cpu)
+            if key == "onnx_file":
+                runner = onnx_runtime.OnnxUpscaler(path, providers=cpu)
+                sessions = {"onnx": runner.session, **sessions}
+                out["onnx_rewrites"] = {**card["format"]["rewrites"], **runner.rewrites}
+        for key, session in sessions.items():
+            # One session at a time: ONNX Runtime's threads spin a while after each run, which
+            # would slow a session taking turns with another.
             out[f"{key}_median_s"], out[f"{key}_cpu_s"] = {}, {}
             for w, h in args.infer_sizes:
                 feed = {"input": np.asarray(jax.random.uniform(jax.random.key(1),
                                                                (1, h, w, 3)))}
-                wall, cpu = timed(lambda feed=feed: session.run(None, feed), 1,
-                                  args.infer_iters)
+                wall, cpu_s = timed(lambda feed=feed: session.run(None, feed), 1,
+                                    args.infer_iters)
                 out[f"{key}_median_s"][f"{w}x{h}"] = statistics.median(wall)
-                out[f"{key}_cpu_s"][f"{w}x{h}"] = statistics.median(cpu)
+                out[f"{key}_cpu_s"][f"{w}x{h}"] = statistics.median(cpu_s)
     out["onnx_load_after"] = load()
     out["onnxruntime"] = ort.__version__
 
@@ -513,6 +526,7 @@ def ratios(out: dict) -> dict:
         if key in out.get("infer_median_s", {}):
             result[f"onnx_{key}_vs_jax"] = seconds / out["infer_median_s"][key]
         result[f"onnx_{key}_vs_plain"] = seconds / out["onnx_plain_median_s"][key]
+        result[f"onnx_{key}_vs_file"] = seconds / out["onnx_file_median_s"][key]
     for mode in ("eager", "compile"):
         peer = out.get(f"torch_{mode}")
         if not peer or "error" in peer:
@@ -568,9 +582,11 @@ def table(out: dict) -> str:
             lines.append(f"  {key:24}{1000 * seconds:9.1f} {tm[0]} {tm[1]}"
                          f"{out['infer_compile_s'][key]:17.1f}{1000 * one[key]:16.1f}{mark}")
     if "onnx_median_s" in out:
-        lines.append(f"  {'ONNX Runtime (ms/image)':24}{'rewritten':>10}{'as written':>11}")
+        lines.append(f"  {'ONNX Runtime (ms/image)':24}{'as run':>10}{'file':>10}"
+                     f"{'as written':>11}")
         for key, seconds in out["onnx_median_s"].items():
             lines.append(f"  {key:24}{1000 * seconds:10.1f}"
+                         f"{1000 * out['onnx_file_median_s'][key]:10.1f}"
                          f"{1000 * out['onnx_plain_median_s'][key]:11.1f}")
     if "eval_wall_s" in out:
         lines.append(f"eval {'+'.join(EVAL_DATASETS)} ({out['eval_images']} images, "

@@ -11,7 +11,8 @@ super-resolved, median over repeats after one warm-up call:
   bucket, rows split over the CPU devices `runtime.configure` makes, one per core); its compile
   time is the warm-up and is reported apart;
 - onnxruntime: `InferenceSession.run` on the float32 file with the CPU execution provider and
-  ONNX Runtime's default threads (one per physical core), the exact image size.
+  ONNX Runtime's default threads (one per physical core), the exact image size, the session
+  `onnx_runtime.OnnxUpscaler` opens (the graph with `onnx_graph.CPU_REWRITES` applied).
 
 Only DRSAN-32s ships trained weights; the others run with random ones (`init_params`), which
 cost the same.
@@ -34,7 +35,7 @@ import numpy as np
 
 # Importing JAX and drsan_jax starts no backend: `runtime.configure()` in `main` still makes the
 # CPU devices first. onnxruntime is imported in `main`, so that --help works without it.
-from drsan_jax import export, models, runtime
+from drsan_jax import export, models, onnx_runtime, runtime
 from drsan_jax.inference import Predictor
 from drsan_jax.weights import loading, shipped
 from drsan_jax.weights.loaded import InferenceModel
@@ -113,8 +114,8 @@ def main(argv=None) -> int:
                 print(f"{variant} x{args.scale} ({weights} weights): {label} "
                       f"{path.stat().st_size / 1e6:.2f} MB, exported in "
                       f"{time.perf_counter() - start:.1f} s", flush=True)
-            session = ort.InferenceSession(str(files["onnx fp32"]),
-                                           providers=["CPUExecutionProvider"])
+            session = onnx_runtime.OnnxUpscaler(files["onnx fp32"],
+                                                providers=["CPUExecutionProvider"]).session
             predictor = Predictor(inference_model.model, inference_model.params)
             print("| model | LR (W x H) | JAX ms | JAX compile s | ORT ms | JAX / ORT | load |")
             for width, height in sizes:
