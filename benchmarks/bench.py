@@ -492,18 +492,18 @@ def bench_onnx(args, model, params, out: dict) -> None:
     out["onnx_load_before"] = load()
     cpu = ["CPUExecutionProvider"]
     with tempfile.TemporaryDirectory() as folder:
-        sessions = {}
+        paths = {}
         for key, rewrites in (("onnx_file", onnx_graph.REWRITES), ("onnx_plain", ())):
-            path = Path(folder) / f"{key}.onnx"
+            paths[key] = Path(folder) / f"{key}.onnx"
             t = time.perf_counter()
-            card = export.export(inference_model, "onnx", path, onnx_rewrites=rewrites)
+            card = export.export(inference_model, "onnx", paths[key], onnx_rewrites=rewrites)
             out[f"{key}_export_s"] = time.perf_counter() - t
             out[f"{key}_rewrites"] = card["format"]["rewrites"]
-            sessions[key] = ort.InferenceSession(str(path), providers=cpu)
-            if key == "onnx_file":
-                runner = onnx_runtime.OnnxUpscaler(path, providers=cpu)
-                sessions = {"onnx": runner.session, **sessions}
-                out["onnx_rewrites"] = {**card["format"]["rewrites"], **runner.rewrites}
+        runner = onnx_runtime.OnnxUpscaler(paths["onnx_file"], providers=cpu)
+        out["onnx_rewrites"] = {**out["onnx_file_rewrites"], **runner.rewrites}
+        sessions = {"onnx": runner.session}
+        sessions.update({key: ort.InferenceSession(str(path), providers=cpu)
+                         for key, path in paths.items()})
         for key, session in sessions.items():
             # One session at a time: ONNX Runtime's threads spin a while after each run, which
             # would slow a session taking turns with another.

@@ -17,10 +17,11 @@ deployment needs only NumPy, ONNX Runtime and this package's files. The model's 
 file; for other super-resolution `.onnx` files (one 4-D RGB input in [0, 1]) the layout comes
 from the input's shape and the scale from one small probe run.
 
-On the CPU provider the graph is opened with `onnx_graph.CPU_REWRITES` applied in memory (PReLU
-as operators that stay in ONNX Runtime's blocked layout: the same values bit for bit, 9-37%
-less time per image on DRSAN-32s x2, benchmarks/README.md); the file itself is not changed, and without the
-`onnx` package, or with `cpu_rewrites=False`, the graph runs as written.
+On the CPU provider the graph is opened with `onnx_graph.CPU_REWRITES` applied in memory
+(PReLU as operators that stay in ONNX Runtime's blocked layout: the same values bit for bit,
+9-37% less time per image on DRSAN-32s x2, benchmarks/README.md); the file itself is not
+changed, and without the `onnx` package, or with `cpu_rewrites=False`, the graph runs as
+written.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ LAYOUTS = ("nhwc", "nchw")
 INSTALL_HINT = 'pip install -e ".[onnx]"'
 # The probe that finds the scale of a file without metadata, in LR pixels per side.
 _PROBE_SIDE = 16
-# Providers that run on this machine's CPU cores; with only these, the CPU rewrites apply.
+# With only these providers the graph's operators run on the CPU provider (the Azure one adds
+# remote calls only), so the CPU rewrites apply.
 _CPU_PROVIDERS = ("CPUExecutionProvider", "AzureExecutionProvider")
 
 
@@ -60,7 +62,7 @@ def is_onnx_file(path: Any) -> bool:
     return isinstance(path, (str, os.PathLike)) and str(path).lower().endswith(SUFFIX)
 
 
-def cpu_graph(path: Path) -> tuple[str | bytes, dict[str, int]]:
+def _cpu_graph(path: Path) -> tuple[str | bytes, dict[str, int]]:
     """The model to give ONNX Runtime's CPU provider: `onnx_graph.CPU_REWRITES` applied.
 
     Returns:
@@ -136,7 +138,7 @@ class OnnxUpscaler(PictureUpscaler):
         names = [p[0] if isinstance(p, (tuple, list)) else p for p in providers]
         model, self.rewrites = str(self.path), {}
         if cpu_rewrites and all(name in _CPU_PROVIDERS for name in names):
-            model, self.rewrites = cpu_graph(self.path)
+            model, self.rewrites = _cpu_graph(self.path)
         try:
             self.session = ort.InferenceSession(model, options, providers=providers)
         except Exception as e:  # onnxruntime's own exception types (Fail, InvalidProtobuf, ...)
@@ -247,4 +249,4 @@ def load(path: str | os.PathLike, providers: list[str] | None = None) -> OnnxUps
     return OnnxUpscaler(path, providers)
 
 
-__all__ = ["OnnxUpscaler", "SUFFIX", "cpu_graph", "is_onnx_file", "load"]
+__all__ = ["OnnxUpscaler", "SUFFIX", "is_onnx_file", "load"]

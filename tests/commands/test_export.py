@@ -129,7 +129,6 @@ def test_onnx_graph_is_rewritten_for_onnx_runtime(exported, inference_model):
         assert card["format"]["rewrites"] == {k: int(v) for k, v in counts.items()}
 
 
-
 def test_onnx_upscaler_opens_the_graph_rewritten_for_the_cpu(exported, inference_model, batches):
     """On the CPU provider every float32 PRelu runs as depthwise convolutions and ReLUs
     (onnx_graph.CPU_REWRITES), in memory: the same values bit for bit as the file's graph, and
@@ -149,6 +148,7 @@ def test_onnx_upscaler_opens_the_graph_rewritten_for_the_cpu(exported, inference
         assert_matches_jax(got[None], jax_reference(inference_model, lq[None]), "fp32",
                            inference_model.config["family"])
     assert onnx_runtime.OnnxUpscaler(exported("onnx", "nhwc", "fp16")).rewrites == {}
+
 
 @pytest.fixture
 def einsum_dra(monkeypatch):
