@@ -16,6 +16,7 @@ import re
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO, lr_crop, make_benchmark
@@ -291,3 +292,42 @@ def test_xla_conv_probe_smoke():
     # im2col computes the weight gradients as dots: more of them than XLA's own path.
     assert result["impls"]["im2col"]["dots_in_xla"] + result["impls"]["im2col"]["dots_in_ynn"] \
         > result["impls"]["xla"]["dots_in_xla"] + result["impls"]["xla"]["dots_in_ynn"]
+
+
+def test_train_profile_smoke():
+    proc = run_script("train_profile.py", "--smoke", "--json")
+    result = json.loads(proc.stdout)
+    jax_part = result["jax"]
+    assert set(jax_part["by_kind_ms"]) == {
+        "ynn_convolutions", "xla_convolutions", "matmuls", "loop_fusions", "concatenate",
+        "collectives", "ynn_reductions", "layout_copies", "other"}
+    # Every traced instruction was found in the program and sorted into one kind.
+    assert jax_part["instruction_ms"] > 0
+    assert math.isclose(sum(jax_part["by_kind_ms"].values()), jax_part["instruction_ms"])
+    assert math.isclose(sum(jax_part["by_kind_share"].values()), 1.0)
+    # The tiny DRSAN's convolutions are found (in YNNPACK or XLA), and im2col's weight
+    # gradients are matmuls.
+    kinds = jax_part["by_kind_ms"]
+    assert kinds["ynn_convolutions"] + kinds["xla_convolutions"] > 0
+    assert jax_part["conv_impl"] == "im2col" and kinds["matmuls"] > 0
+    assert jax_part["top"] and all(row["ms"] > 0 for row in jax_part["top"])
+    assert result["torch"]["note"].startswith("skipped")
+    assert re.search(r"^  loop_fusions +[\d.]+ +[\d.]+%$", proc.stderr, LINES)
+
+
+def test_train_profile_rejects_bad_counts():
+    proc = run_script("train_profile.py", "--steps", "0", expect_rc=2)
+    assert "--steps must be at least 1, got 0" in proc.stderr
+
+
+def test_every_benchmark_script_has_a_test():
+    # A script added to benchmarks/ without a test would break unseen at the next move. Tests
+    # name a script by its file name (run_script) or, when they import it, by its stem.
+    here = REPO / "tests" / "benchmarks"
+    tests = "\n".join(path.read_text() for path in here.glob("test_*.py"))
+    scripts = [path.name for path in sorted(BENCHMARKS.iterdir())
+               if path.suffix in (".py", ".sh")]
+    assert "train_profile.py" in scripts
+    missing = [name for name in scripts
+               if f'"{name}"' not in tests and f'"{Path(name).stem}"' not in tests]
+    assert not missing, f"benchmarks/ scripts no test runs: {missing}"
