@@ -16,6 +16,11 @@ instruction of the optimised program, sorted into kinds read off that program:
 - `collectives`: the gradient all-reduce, most of it one device waiting for the other;
 - `ynn_reductions`, `layout_copies` and `other` (optimizer update, loss, ...).
 
+The streaming loop fusions (elementwise work, broadcasts, pads: each reads its operands and
+writes its output once) are also held against the memory's speed: the bytes they move, read
+off the program, over their time, beside the GB/s that `x * 1.5 + y` reaches over cold arrays
+on all devices at once (`stream_gbs`).
+
 Times are per step and per device (the trace's op time over both devices, halved on 2); the
 instruction times need not add up to the wall time: a device's thread also waits, outside any
 instruction, for the other device and for the work it split over the shared thread pool
@@ -83,8 +88,8 @@ def instruction_kinds(text: str) -> dict[str, str]:
 
 def _kind(op: str, line: str, blocks: dict[str, list[str]]) -> str:
     if op == "fusion":
-        body = "\n".join(line for called in _CALLS.findall(line)
-                         for line in blocks.get(called, []))
+        body = "\n".join(body_line for called in _CALLS.findall(line)
+                         for body_line in blocks.get(called, []))
         if '"__ynn_fusion"' in line:
             if " convolution(" in body:
                 return "ynn_convolutions"
@@ -109,18 +114,94 @@ def _kind(op: str, line: str, blocks: dict[str, list[str]]) -> str:
     return "other"
 
 
-def instruction_times(trace_dir: Path, names: set[str]) -> dict[str, int]:
-    """Nanoseconds per HLO instruction name, summed over the trace's threads and steps."""
+_DTYPE_BYTES = {"f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f16": 2, "u8": 1, "s8": 1, "pred": 1,
+                "f64": 8, "s64": 8, "u64": 8}
+_ARRAY = re.compile(r"^(\w+)\[([\d,]*)\]")
+_DEFINITION = re.compile(r"^(?:ROOT )?%?([\w.\-]+) = (\S+) ")
+_FUSION_OPERANDS = re.compile(r" fusion\(([^)]*)\)")
+
+
+def _array_size(shape: str) -> tuple[int, int] | None:
+    """(elements, bytes) of an array shape such as f32[8,48,48,32]{3,2,1,0}; None for tuples."""
+    match = _ARRAY.match(shape)
+    if not match or match.group(1) not in _DTYPE_BYTES:
+        return None
+    elements = 1
+    for dim in filter(None, match.group(2).split(",")):
+        elements *= int(dim)
+    return elements, elements * _DTYPE_BYTES[match.group(1)]
+
+
+def streaming_bytes(text: str, kinds: dict[str, str]) -> dict[str, int]:
+    """Bytes each streaming loop fusion moves: its output and every operand, read once.
+
+    Counted are the loop fusions none of whose operands is larger than the output
+    (elementwise work, broadcasts of biases and scales, pads): a slice or a reduction reads
+    part of its operand, or reads it in an order, that the operand's size would misstate.
+    """
+    shapes = {}
+    for lines in _computations(text).values():
+        for line in lines:
+            match = _DEFINITION.match(line)
+            if match:
+                shapes[match.group(1)] = match.group(2)
+    moved = {}
+    for lines in _computations(text).values():
+        for line in lines:
+            match = _DEFINITION.match(line)
+            operands = _FUSION_OPERANDS.search(line)
+            if not match or not operands or kinds.get(match.group(1)) != "loop_fusions":
+                continue
+            out = _array_size(match.group(2))
+            if out is None:
+                continue
+            total = out[1]
+            for operand in re.findall(r"%?([\w.\-]+)", operands.group(1)):
+                size = _array_size(shapes.get(operand, ""))
+                if size is None or size[0] > out[0]:
+                    break
+                total += size[1]
+            else:
+                moved[match.group(1)] = total
+    return moved
+
+
+def stream_bandwidth(mesh, megabytes_per_device: int, repeats: int = 5) -> float:
+    """GB/s of `x * 1.5 + y` over cold float32 arrays on every device of `mesh` at once.
+
+    Enough distinct arrays (about `megabytes_per_device` per device and operand) that they
+    cannot all stay in the caches between uses, as a train step's activations cannot.
+    """
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names))
+    chunk = (mesh.devices.size, 2**18)  # 1 MiB per device
+    count = max(1, megabytes_per_device)
+    rng = np.random.default_rng(0)
+    xs = [jax.device_put(rng.random(chunk, np.float32), sharding) for _ in range(count)]
+    ys = [jax.device_put(rng.random(chunk, np.float32), sharding) for _ in range(count)]
+    axpy = jax.jit(lambda xs, ys: [x * 1.5 + y for x, y in zip(xs, ys)])
+    jax.block_until_ready(axpy(xs, ys))
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(axpy(xs, ys))
+        best = min(best, time.perf_counter() - t)
+    return 3 * 4 * chunk[0] * chunk[1] * count / best / 1e9
+
+
+def instruction_times(trace_dir: Path, names: set[str]) -> tuple[dict[str, int], dict[str, int]]:
+    """Nanoseconds and executions per HLO instruction name, summed over threads and steps."""
     files = sorted(trace_dir.rglob("*.xplane.pb"))
     if not files:
         raise SystemExit(f"train_profile: jax.profiler wrote no trace under {trace_dir}")
     totals: dict[str, int] = collections.Counter()
+    counts: dict[str, int] = collections.Counter()
     for plane in jax.profiler.ProfileData.from_file(str(files[-1])).planes:
         for line in plane.lines:
             for event in line.events:
                 if event.name in names:
                     totals[event.name] += event.duration_ns
-    return totals
+                    counts[event.name] += 1
+    return totals, counts
 
 
 def profile_jax(args) -> dict:
@@ -137,7 +218,9 @@ def profile_jax(args) -> dict:
     state = training.create_train_state(model, training.create_optimizer(default_config()),
                                         params, mesh)
     step = training.train_step.lower(state, batch).compile()
-    kinds = instruction_kinds(step.as_text())
+    text = step.as_text()
+    kinds = instruction_kinds(text)
+    moved = streaming_bytes(text, kinds)
     for _ in range(args.warmup):
         state, metrics = step(state, batch)
         metrics["loss"].block_until_ready()
@@ -150,7 +233,7 @@ def profile_jax(args) -> dict:
             metrics["loss"].block_until_ready()
         wall = (time.perf_counter() - t) / args.steps
         jax.profiler.stop_trace()
-        times = instruction_times(Path(folder), set(kinds))
+        times, counts = instruction_times(Path(folder), set(kinds))
     devices = mesh.devices.size
     per_step_device = 1e-6 / (args.steps * devices)  # ns over all -> ms per step and device
     by_kind = {kind: 0.0 for kind in KINDS}
@@ -158,6 +241,12 @@ def profile_jax(args) -> dict:
         by_kind[kinds[name]] += ns * per_step_device
     total = sum(by_kind.values())
     top = sorted(times.items(), key=lambda item: -item[1])[:args.top]
+    # The streaming passes against the memory's speed: the bytes they move over their time.
+    runs = 1 / (args.steps * devices)  # executions over the trace -> per step and device
+    streaming_gb = sum(moved[name] * counts[name] for name in moved) * runs / 1e9
+    streaming_ms = sum(times[name] for name in moved) * per_step_device
+    achieved = devices * streaming_gb / (streaming_ms / 1000) if streaming_ms else 0.0
+    stream = stream_bandwidth(mesh, args.stream_mb)
     return {
         "devices": devices, "conv_impl": conv.resolve_impl(args.conv_impl), "wall_step_s": wall,
         "load_before": load_before, "load_after": load(),
@@ -167,6 +256,9 @@ def profile_jax(args) -> dict:
         "by_kind_share": {kind: (ms / total if total else 0.0) for kind, ms in by_kind.items()},
         "top": [{"name": name, "kind": kinds[name], "ms": ns * per_step_device}
                 for name, ns in top],
+        "streaming_fusions": len(moved), "streaming_gb_per_device": streaming_gb,
+        "streaming_ms": streaming_ms, "streaming_gbs": achieved,
+        "stream_gbs": stream, "streaming_fraction_of_stream": achieved / stream,
     }
 
 
@@ -241,6 +333,11 @@ def table(out: dict) -> str:
         lines.append(f"  {kind:34}{jax_part['by_kind_ms'][kind]:9.1f}"
                      f"{100 * jax_part['by_kind_share'][kind]:7.1f}%")
     lines.append(f"  {'(outside any instruction)':34}{jax_part['outside_instructions_ms']:9.1f}")
+    lines.append(f"  streaming loop fusions: {jax_part['streaming_fusions']} of them move "
+                 f"{jax_part['streaming_gb_per_device']:.2f} GB a step and device in "
+                 f"{jax_part['streaming_ms']:.1f} ms: {jax_part['streaming_gbs']:.1f} GB/s "
+                 f"for all devices, {100 * jax_part['streaming_fraction_of_stream']:.0f}% of "
+                 f"the {jax_part['stream_gbs']:.1f} GB/s a cold x * 1.5 + y runs at")
     lines.append("  largest instructions: " + ", ".join(
         f"{row['name']} ({row['kind']}) {row['ms']:.1f} ms" for row in jax_part["top"][:5]))
     torch_part = out["torch"]
@@ -264,6 +361,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--conv_impl", default="auto", help="auto, xla or im2col")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=3, help="traced steps")
+    p.add_argument("--stream_mb", type=int, default=64,
+                   help="MiB per device and operand of the memory-speed measurement")
     p.add_argument("--top", type=int, default=15, help="largest instructions / operators kept")
     p.add_argument("--torch_python", default=None,
                    help="a Python that can import torch (default: searched)")
@@ -273,14 +372,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="a tiny DRSAN (features 8, 1 block, 1 group), batch 2 of 8x8, one "
                         "traced step, no PyTorch")
     args = p.parse_args(argv)
-    for flag in ("batch", "patch", "steps", "top"):
+    for flag in ("batch", "patch", "steps", "top", "stream_mb"):
         if getattr(args, flag) < 1:
             p.error(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     if args.warmup < 0:
         p.error(f"--warmup must be at least 0, got {args.warmup}")
     args.sizes = {}
     if args.smoke:
-        args.batch, args.patch, args.warmup, args.steps = 2, 8, 1, 1
+        args.batch, args.patch, args.warmup, args.steps, args.stream_mb = 2, 8, 1, 1, 2
         args.sizes = {"features": 8, "num_blocks": 1, "num_groups": 1}
     return args
 

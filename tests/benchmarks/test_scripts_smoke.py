@@ -311,6 +311,9 @@ def test_train_profile_smoke():
     assert kinds["ynn_convolutions"] + kinds["xla_convolutions"] > 0
     assert jax_part["conv_impl"] == "im2col" and kinds["matmuls"] > 0
     assert jax_part["top"] and all(row["ms"] > 0 for row in jax_part["top"])
+    # The streaming fusions' bytes are read off the program, and the memory's speed measured.
+    assert jax_part["streaming_fusions"] > 0 and jax_part["streaming_gb_per_device"] > 0
+    assert jax_part["stream_gbs"] > 0 and jax_part["streaming_fraction_of_stream"] > 0
     assert result["torch"]["note"].startswith("skipped")
     assert re.search(r"^  loop_fusions +[\d.]+ +[\d.]+%$", proc.stderr, LINES)
 
