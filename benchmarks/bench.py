@@ -174,18 +174,23 @@ def measure_peak_gflops(n: int = 2048, repeats: int = 5) -> dict:
     return results
 
 
-def bench_train(args, model, params, out: dict) -> None:
-    config = default_config()
-    tx = training.create_optimizer(config)
+def train_inputs(model, params, batch_size: int, patch: int, scale: int):
+    """(mesh, batch, state) for timing `training.train_step`: Adam as configs/default.py sets
+    it, and a batch of random uint8 patches split over `parallel.make_mesh()`."""
     mesh = parallel.make_mesh()
     rng = np.random.default_rng(0)
-    p, s = args.patch, args.scale
-    local = parallel.host_batch_size(args.batch, mesh)
+    local = parallel.host_batch_size(batch_size, mesh)
     batch = parallel.shard_batch({
-        "lq": rng.integers(0, 256, (local, p, p, 3), np.uint8),
-        "gt": rng.integers(0, 256, (local, p * s, p * s, 3), np.uint8),
+        "lq": rng.integers(0, 256, (local, patch, patch, 3), np.uint8),
+        "gt": rng.integers(0, 256, (local, patch * scale, patch * scale, 3), np.uint8),
     }, mesh)
-    state = training.create_train_state(model, tx, params, mesh)
+    state = training.create_train_state(model, training.create_optimizer(default_config()),
+                                        params, mesh)
+    return mesh, batch, state
+
+
+def bench_train(args, model, params, out: dict) -> None:
+    _, batch, state = train_inputs(model, params, args.batch, args.patch, args.scale)
 
     # FLOPs of the math, counted on the plain-convolution program: XLA's cost analysis counts
     # a loop body once, which would undercount the im2col kernel gradients.

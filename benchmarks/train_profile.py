@@ -47,31 +47,29 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from bench import TORCH_PEER, default_config, find_torch_python, load
-from xla_conv_probe import _CALLS, _computations
+from bench import TORCH_PEER, find_torch_python, load, train_inputs
+from xla_conv_probe import CALLS, called_by, computations
 
 from drsan_jax import runtime, training
 from drsan_jax.models import build_model, conv, init_params
-from drsan_jax.training import parallel
 
 KINDS = ("ynn_convolutions", "xla_convolutions", "matmuls", "loop_fusions", "concatenate",
          "collectives", "ynn_reductions", "layout_copies", "other")
-_INSTRUCTION = re.compile(r"^(?:ROOT )?%?([\w.\-]+) = (?:\([^()]*\)|\S+) ([\w\-]+)\(")
+# name, shape (an array or a tuple of arrays), opcode
+_INSTRUCTION = re.compile(r"^(?:ROOT )?%?([\w.\-]+) = (\([^()]*\)|\S+) ([\w\-]+)\(")
 _CONTAINERS = ("while", "call", "conditional")
 _COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all")
 
 
-def instruction_kinds(text: str) -> dict[str, str]:
+def instruction_kinds(blocks: dict[str, list[str]]) -> dict[str, str]:
     """Every instruction of an optimised HLO module (outside fused bodies) -> its kind.
+
+    Args:
+      blocks: the module's computations, `xla_conv_probe.computations` of its text.
 
     Loops, calls and conditionals are left out: the trace times their bodies' instructions.
     """
-    blocks = _computations(text)
-    fused_bodies = set()
-    for lines in blocks.values():
-        for line in lines:
-            if " fusion(" in line:
-                fused_bodies.update(_CALLS.findall(line))
+    fused_bodies = called_by(blocks, " fusion(")
     kinds = {}
     for block, lines in blocks.items():
         if block in fused_bodies:
@@ -80,7 +78,7 @@ def instruction_kinds(text: str) -> dict[str, str]:
             match = _INSTRUCTION.match(line)
             if not match:
                 continue
-            name, op = match.groups()
+            name, _, op = match.groups()
             if op not in _CONTAINERS:  # their bodies' instructions are counted themselves
                 kinds[name] = _kind(op, line, blocks)
     return kinds
@@ -88,7 +86,7 @@ def instruction_kinds(text: str) -> dict[str, str]:
 
 def _kind(op: str, line: str, blocks: dict[str, list[str]]) -> str:
     if op == "fusion":
-        body = "\n".join(body_line for called in _CALLS.findall(line)
+        body = "\n".join(body_line for called in CALLS.findall(line)
                          for body_line in blocks.get(called, []))
         if '"__ynn_fusion"' in line:
             if " convolution(" in body:
@@ -117,7 +115,6 @@ def _kind(op: str, line: str, blocks: dict[str, list[str]]) -> str:
 _DTYPE_BYTES = {"f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f16": 2, "u8": 1, "s8": 1, "pred": 1,
                 "f64": 8, "s64": 8, "u64": 8}
 _ARRAY = re.compile(r"^(\w+)\[([\d,]*)\]")
-_DEFINITION = re.compile(r"^(?:ROOT )?%?([\w.\-]+) = (\S+) ")
 _FUSION_OPERANDS = re.compile(r" fusion\(([^)]*)\)")
 
 
@@ -132,37 +129,31 @@ def _array_size(shape: str) -> tuple[int, int] | None:
     return elements, elements * _DTYPE_BYTES[match.group(1)]
 
 
-def streaming_bytes(text: str, kinds: dict[str, str]) -> dict[str, int]:
+def streaming_bytes(blocks: dict[str, list[str]], kinds: dict[str, str]) -> dict[str, int]:
     """Bytes each streaming loop fusion moves: its output and every operand, read once.
 
     Counted are the loop fusions none of whose operands is larger than the output
     (elementwise work, broadcasts of biases and scales, pads): a slice or a reduction reads
     part of its operand, or reads it in an order, that the operand's size would misstate.
     """
-    shapes = {}
-    for lines in _computations(text).values():
-        for line in lines:
-            match = _DEFINITION.match(line)
-            if match:
-                shapes[match.group(1)] = match.group(2)
+    definitions = [(match, line) for lines in blocks.values() for line in lines
+                   if (match := _INSTRUCTION.match(line))]
+    shapes = {match.group(1): match.group(2) for match, _ in definitions}
     moved = {}
-    for lines in _computations(text).values():
-        for line in lines:
-            match = _DEFINITION.match(line)
-            operands = _FUSION_OPERANDS.search(line)
-            if not match or not operands or kinds.get(match.group(1)) != "loop_fusions":
-                continue
-            out = _array_size(match.group(2))
-            if out is None:
-                continue
-            total = out[1]
-            for operand in re.findall(r"%?([\w.\-]+)", operands.group(1)):
-                size = _array_size(shapes.get(operand, ""))
-                if size is None or size[0] > out[0]:
-                    break
-                total += size[1]
-            else:
-                moved[match.group(1)] = total
+    for match, line in definitions:
+        name, shape, _ = match.groups()
+        operands = _FUSION_OPERANDS.search(line)
+        out = _array_size(shape)
+        if kinds.get(name) != "loop_fusions" or not operands or out is None:
+            continue
+        total = out[1]
+        for operand in re.findall(r"%?([\w.\-]+)", operands.group(1)):
+            size = _array_size(shapes.get(operand, ""))
+            if size is None or size[0] > out[0]:
+                break
+            total += size[1]
+        else:
+            moved[name] = total
     return moved
 
 
@@ -207,20 +198,11 @@ def instruction_times(trace_dir: Path, names: set[str]) -> tuple[dict[str, int],
 def profile_jax(args) -> dict:
     model = build_model(args.variant, args.scale, conv_impl=args.conv_impl, **args.sizes)
     params = init_params(model, jax.random.key(0))
-    mesh = parallel.make_mesh()
-    rng = np.random.default_rng(0)
-    p, s = args.patch, args.scale
-    local = parallel.host_batch_size(args.batch, mesh)
-    batch = parallel.shard_batch({
-        "lq": rng.integers(0, 256, (local, p, p, 3), np.uint8),
-        "gt": rng.integers(0, 256, (local, p * s, p * s, 3), np.uint8),
-    }, mesh)
-    state = training.create_train_state(model, training.create_optimizer(default_config()),
-                                        params, mesh)
+    mesh, batch, state = train_inputs(model, params, args.batch, args.patch, args.scale)
     step = training.train_step.lower(state, batch).compile()
-    text = step.as_text()
-    kinds = instruction_kinds(text)
-    moved = streaming_bytes(text, kinds)
+    blocks = computations(step.as_text())
+    kinds = instruction_kinds(blocks)
+    moved = streaming_bytes(blocks, kinds)
     for _ in range(args.warmup):
         state, metrics = step(state, batch)
         metrics["loss"].block_until_ready()
@@ -235,14 +217,14 @@ def profile_jax(args) -> dict:
         jax.profiler.stop_trace()
         times, counts = instruction_times(Path(folder), set(kinds))
     devices = mesh.devices.size
-    per_step_device = 1e-6 / (args.steps * devices)  # ns over all -> ms per step and device
+    runs = 1 / (args.steps * devices)  # totals over the trace -> per step and device
+    per_step_device = 1e-6 * runs  # ns -> ms
     by_kind = {kind: 0.0 for kind in KINDS}
     for name, ns in times.items():
         by_kind[kinds[name]] += ns * per_step_device
     total = sum(by_kind.values())
     top = sorted(times.items(), key=lambda item: -item[1])[:args.top]
     # The streaming passes against the memory's speed: the bytes they move over their time.
-    runs = 1 / (args.steps * devices)  # executions over the trace -> per step and device
     streaming_gb = sum(moved[name] * counts[name] for name in moved) * runs / 1e9
     streaming_ms = sum(times[name] for name in moved) * per_step_device
     achieved = devices * streaming_gb / (streaming_ms / 1000) if streaming_ms else 0.0

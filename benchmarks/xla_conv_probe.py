@@ -27,10 +27,10 @@ from drsan_jax.models import build_model, init_params
 from drsan_jax.models.conv import IMPLS
 
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) [^\n]*\{$")
-_CALLS = re.compile(r"calls=%?([\w.\-]+)")
+CALLS = re.compile(r"calls=%?([\w.\-]+)")
 
 
-def _computations(text: str) -> dict[str, list[str]]:
+def computations(text: str) -> dict[str, list[str]]:
     """The optimised HLO module's computations: name -> instruction lines."""
     blocks: dict[str, list[str]] = {}
     name = None
@@ -44,14 +44,16 @@ def _computations(text: str) -> dict[str, list[str]]:
     return blocks
 
 
+def called_by(blocks: dict[str, list[str]], marker: str) -> set[str]:
+    """Names of the computations that instructions whose line holds `marker` call."""
+    return {called for lines in blocks.values() for line in lines if marker in line
+            for called in CALLS.findall(line)}
+
+
 def census(text: str) -> dict[str, int]:
     """Counts convolutions, dots and layout copies by where they run, from optimised HLO."""
-    blocks = _computations(text)
-    ynn_bodies = set()
-    for lines in blocks.values():
-        for line in lines:
-            if '"__ynn_fusion"' in line:
-                ynn_bodies.update(_CALLS.findall(line))
+    blocks = computations(text)
+    ynn_bodies = called_by(blocks, '"__ynn_fusion"')
     counts = {"ynn_fusions": 0, "convolutions_in_ynn": 0, "convolutions_in_xla": 0,
               "dots_in_ynn": 0, "dots_in_xla": 0, "layout_copies": 0}
     for name, lines in blocks.items():
